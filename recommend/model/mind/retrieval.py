@@ -1,0 +1,124 @@
+"""From interest vectors to one ranked list per user.
+
+MIND gives each user K interest vectors. Each is searched for its own top-n
+items; a user's K lists are then pooled, sorted by inner-product score, cleaned
+(duplicates, padding id 0, Milvus's -1 fillers, optionally the user's own
+history) and cut to n. The service and infer.py both go through ``recall`` so
+they can never disagree on how lists are merged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+# Milvus rejects a per-vector limit above 16,384.
+MAX_SEARCH_K = 16384
+
+SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+class Tower(Protocol):
+    """What ``recall`` needs from a user tower (see mind.user_tower.UserTower)."""
+
+    item_count: int
+
+    def interests(self, histories: Sequence[Sequence[int]]) -> np.ndarray: ...
+
+    def known_items(self, history: Sequence[int]) -> np.ndarray: ...
+
+    def popular_items(self, n: int) -> np.ndarray: ...
+
+
+def merge_hits(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    top_n: int,
+    exclude: Sequence[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Pool each user's hits, best score first, unique, valid, cut to ``top_n``.
+
+    ids, scores: [U, M] — row u holds all K*n hits of user u (any order).
+    exclude: per user, ids to leave out (e.g. their history).
+    Ids <= 0 are dropped: 0 is padding and -1 is the filler for "no hit".
+    Ties in score keep the order of the input (stable sort).
+    """
+    if ids.shape != scores.shape or ids.ndim != 2:
+        raise ValueError(f"ids {ids.shape} and scores {scores.shape} must be the same 2-D shape")
+    users, width = ids.shape
+    if users == 0:
+        return []
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranked = np.take_along_axis(ids, order, axis=1)
+    keep = ranked > 0
+
+    # Key each (user, id) pair as one integer so that dedupe and exclusion are
+    # single vectorised operations instead of a Python loop per user.
+    stride = int(max(ranked.max(initial=0), 0)) + 1
+    rows = np.arange(users, dtype=np.int64)[:, None]
+    keys = rows * stride + np.where(keep, ranked, 0)
+    flat = keys.ravel()
+    _, first = np.unique(flat, return_index=True)
+    is_first = np.zeros(flat.size, dtype=bool)
+    is_first[first] = True  # np.unique reports the first position of each key
+    keep &= is_first.reshape(users, width)
+
+    if exclude is not None:
+        if len(exclude) != users:
+            raise ValueError(f"{len(exclude)} exclusion lists for {users} users")
+        ex_keys = np.concatenate(
+            [u * stride + e[(e > 0) & (e < stride)] for u, e in enumerate(map(np.asarray, exclude))]
+            or [np.empty(0, np.int64)]
+        )
+        keep &= ~np.isin(keys, ex_keys)
+
+    keep &= np.cumsum(keep, axis=1) <= top_n
+    return [ranked[u][keep[u]] for u in range(users)]
+
+
+def recall(
+    tower: Tower,
+    search: SearchFn,
+    histories: Sequence[Sequence[int]],
+    top_k: int,
+    exclude_history: bool = True,
+    timings: dict[str, float] | None = None,
+) -> list[list[int]]:
+    """Recall up to ``top_k`` item ids per user, best first.
+
+    One call to ``tower.interests`` for the whole batch and one ``search`` for
+    all B*K vectors. A user with no item the model knows gets the most popular
+    items instead (there is nothing to personalise from). When ``timings`` is
+    given, seconds spent in the tower, the search and the merge are added to it.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    known = [tower.known_items(h) for h in histories]
+    exclude = known if exclude_history else None
+    # Ask each interest for enough extra hits that filtering the history out
+    # still leaves top_k items.
+    extra = max((len(np.unique(k)) for k in known), default=0) if exclude_history else 0
+    per_vector = min(top_k + extra, MAX_SEARCH_K)
+
+    t0 = time.perf_counter()
+    vectors = tower.interests(histories)  # [B, K, D]
+    users, k, dim = vectors.shape
+    t1 = time.perf_counter()
+    ids, scores = search(vectors.reshape(users * k, dim).astype(np.float32), per_vector)
+    t2 = time.perf_counter()
+    merged = merge_hits(
+        ids.reshape(users, k * ids.shape[1]), scores.reshape(users, k * ids.shape[1]), top_k, exclude
+    )
+    results: list[list[int]] = []
+    for row, hist in zip(merged, known):
+        if len(hist) == 0:
+            row = tower.popular_items(top_k)
+        results.append([int(i) for i in row])
+    if timings is not None:
+        t3 = time.perf_counter()
+        for name, seconds in (("tower", t1 - t0), ("search", t2 - t1), ("merge", t3 - t2)):
+            timings[name] = timings.get(name, 0.0) + seconds
+    return results

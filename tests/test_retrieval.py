@@ -1,0 +1,102 @@
+"""Merging K interest hit lists into one list, and the baselines, on hand-checked inputs."""
+
+import numpy as np
+import pytest
+
+from mind.baselines import CosineCooccurrence, MostPopular, recommend_all
+from mind.retrieval import merge_hits, recall
+
+
+def test_merge_pools_sorts_dedupes_and_cuts():
+    # One user, two interests with 3 hits each; item 7 found by both.
+    ids = np.array([[7, 3, 0, 7, 9, -1]])
+    scores = np.array([[0.9, 0.5, 0.4, 0.8, 0.7, -np.inf]], dtype=np.float32)
+    (row,) = merge_hits(ids, scores, top_n=3)
+    assert row.tolist() == [7, 9, 3]  # 7 once (its best score), 0 and -1 dropped
+
+
+def test_merge_excludes_history_and_keeps_rows_apart():
+    ids = np.array([[1, 2, 3, 4], [1, 2, 3, 4]])
+    scores = np.array([[4, 3, 2, 1], [1, 2, 3, 4]], dtype=np.float32)
+    rows = merge_hits(ids, scores, top_n=2, exclude=[np.array([1]), np.array([4, 99])])
+    assert [r.tolist() for r in rows] == [[2, 3], [3, 2]]
+
+
+def test_merge_short_rows_are_not_padded():
+    ids = np.array([[5, -1, -1]])
+    scores = np.array([[1.0, -np.inf, -np.inf]], dtype=np.float32)
+    assert merge_hits(ids, scores, top_n=3)[0].tolist() == [5]
+
+
+class TinyTower:
+    """A two-interest user tower over 6 items with fixed vectors (no training)."""
+
+    item_count = 6
+
+    def __init__(self):
+        self.items = np.array(
+            [[0, 0], [1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.5, 0.5]], dtype=np.float32
+        )
+
+    def known_items(self, history):
+        h = np.asarray(history, dtype=np.int64)
+        return h[(h > 0) & (h < self.item_count)]
+
+    def interests(self, histories):
+        # Interest 1 = mean of "x" items (1, 2), interest 2 = mean of "y" items (3, 4).
+        out = np.zeros((len(histories), 2, 2), dtype=np.float32)
+        for u, h in enumerate(histories):
+            k = self.known_items(h)
+            for j, group in enumerate(([1, 2], [3, 4])):
+                sel = [i for i in k if i in group]
+                if sel:
+                    out[u, j] = self.items[sel].mean(axis=0)
+        return out
+
+    def popular_items(self, n):
+        return np.array([5, 1, 2, 3, 4])[:n]
+
+
+def exact_search(items):
+    def search(vectors, k):
+        scores = vectors @ items[1:].T
+        order = np.argsort(-scores, axis=1)[:, :k]
+        return order + 1, np.take_along_axis(scores, order, axis=1)
+
+    return search
+
+
+def test_recall_uses_both_interests_and_filters_history():
+    tower = TinyTower()
+    search = exact_search(tower.items)
+    # History touches both interests: the answer holds the unseen item of each.
+    (row,) = recall(tower, search, [[1, 3]], top_k=2)
+    assert sorted(row) == [2, 4]
+    (row,) = recall(tower, search, [[1, 3]], top_k=5, exclude_history=False)
+    assert set(row) >= {1, 3}
+
+
+def test_recall_falls_back_to_popular_for_unknown_history():
+    tower = TinyTower()
+    rows = recall(tower, exact_search(tower.items), [[99, 1000], [1]], top_k=3)
+    assert rows[0] == [5, 1, 2]
+    assert 1 not in rows[1] and len(rows[1]) == 3
+
+
+# Training users: u0 {1,2}, u1 {1,2,3}, u2 {3}; each item has 2 users.
+SEQS = {0: np.array([1, 2]), 1: np.array([1, 2, 3, 3]), 2: np.array([3])}
+
+
+def test_cosine_cooccurrence_scores_by_hand():
+    cf = CosineCooccurrence(SEQS, item_count=5)
+    # sim(1,1)=2/2, sim(1,2)=2/sqrt(2*2), sim(1,3)=1/sqrt(2*2); item 4 never clicked.
+    assert cf.scores(np.array([1])) == pytest.approx([0, 1.0, 1.0, 0.5, 0])
+    # Summed over a history of {1, 3}: item 2 = 1 + 0.5.
+    assert cf.scores(np.array([1, 3, 3]))[2] == pytest.approx(1.5)
+    assert cf.recommend(np.array([1]), 2, exclude_history=True).tolist() == [2, 3]
+
+
+def test_most_popular_counts_clicks_and_breaks_ties_by_id():
+    mp = MostPopular(SEQS, item_count=5)
+    assert mp.recommend(np.array([9]), 3).tolist() == [3, 1, 2]
+    assert recommend_all(mp, [np.array([3])], 2, exclude_history=True)[0].tolist() == [1, 2]
