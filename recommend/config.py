@@ -1,0 +1,208 @@
+"""Service settings: one typed object, read from the environment once.
+
+Every field is named after its environment variable (the tutorial's names kept:
+MILVUS_HOST, MILVUS_PORT, VECTOR_DIMENSION, DEFAULT_COLLECTION, MODEL_CONFIG_PATH,
+EPOCH_NUM). Relative paths are resolved against this directory (recommend/), the
+tutorial's working directory, so the answer does not depend on where the process
+was started.
+
+    cd recommend && MILVUS_URI=http://127.0.0.1:19530 uvicorn main:app
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SERVICE_DIR = Path(__file__).resolve().parent
+
+# Milvus refuses a search limit above 16,384 and more than 16,384 query vectors per request.
+MILVUS_MAX_TOPK = 16384
+MILVUS_MAX_NQ = 16384
+INT64_MAX = 2**63 - 1
+
+_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_URL = re.compile(r"^https?://[^\s/]+(:\d{1,5})?/?$")
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is unsafe or makes no sense."""
+
+
+def resolve_path(value: str | Path) -> Path:
+    """An absolute path: relative ones are taken from recommend/."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (SERVICE_DIR / path).resolve()
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that resolves elsewhere: assume exposed
+
+
+class Settings(BaseModel):
+    """The recall service's settings (see the module docstring for path rules)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # --- Milvus -----------------------------------------------------------------
+    MILVUS_HOST: str = Field("", description="Milvus server host; empty = embedded Milvus Lite")
+    MILVUS_PORT: Annotated[int, Field(ge=1, le=65535)] = 19530
+    MILVUS_URI: str = Field(
+        "",
+        description="Overrides host/port: a path ending in .db (Milvus Lite) or http(s)://host:port. "
+        "Default: recommend/milvus_lite.db unless MILVUS_HOST is set.",
+    )
+    MILVUS_TOKEN: str = Field("", repr=False, description="Milvus credentials (user:password or API key)")
+    MILVUS_TIMEOUT: Annotated[float, Field(gt=0, le=600)] = 10.0
+    VECTOR_DIMENSION: Annotated[int, Field(ge=2, le=32768)] = 64
+    DEFAULT_COLLECTION: str = "mind_items"
+
+    # --- model --------------------------------------------------------------------
+    # The synthetic demo config is the default because it is the model the offline
+    # demo (make demo) trains; an AmazonBook model is served with
+    # MODEL_CONFIG_PATH=model/mind/config.yaml.
+    MODEL_CONFIG_PATH: Path = Path("model/mind/config_synthetic.yaml")
+    EPOCH_NUM: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Saved epoch to serve; unset = the latest complete one"
+    )
+
+    # --- HTTP ---------------------------------------------------------------------
+    API_TOKEN: str = Field(
+        "", repr=False, description="Bearer token for the mutating endpoints; empty = open"
+    )
+    HOST: str = Field("127.0.0.1", description="Address `python main.py` binds to")
+    PORT: Annotated[int, Field(ge=1, le=65535)] = 8000
+    MAX_BATCH_USERS: Annotated[int, Field(ge=1, le=4096)] = 256
+    MAX_HISTORY_LEN: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    MAX_TOP_K: Annotated[int, Field(ge=1, le=MILVUS_MAX_TOPK)] = 1000
+    MAX_BODY_BYTES: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+    @field_validator("MILVUS_HOST", "HOST")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _is_host(value):
+            raise ValueError(f"not a host name or IP address: {value!r}")
+        return value
+
+    @field_validator("MILVUS_URI")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        if _URL.match(value):
+            return value
+        if value.endswith(".db"):
+            path = resolve_path(value)
+            if not path.parent.is_dir():
+                raise ValueError(f"the directory for the Milvus Lite file does not exist: {path.parent}")
+            return str(path)
+        raise ValueError(
+            f"must be a Milvus Lite file ending in .db or http(s)://host:port, got {value!r}"
+        )
+
+    @field_validator("DEFAULT_COLLECTION")
+    @classmethod
+    def _collection(cls, value: str) -> str:
+        if not _COLLECTION_NAME.match(value):
+            raise ValueError(
+                "a Milvus collection name: a letter or _ first, then letters, digits or _ "
+                f"(at most 255), got {value!r}"
+            )
+        return value
+
+    @field_validator("MODEL_CONFIG_PATH")
+    @classmethod
+    def _model_config(cls, value: Path) -> Path:
+        if value.suffix not in {".yaml", ".yml"}:
+            raise ValueError(f"must be a .yaml model config, got {str(value)!r}")
+        return resolve_path(value)
+
+    @field_validator("API_TOKEN", "MILVUS_TOKEN")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if value != value.strip() or any(c.isspace() for c in value):
+            raise ValueError("must not contain whitespace")
+        return value
+
+    @field_validator("API_TOKEN")
+    @classmethod
+    def _api_token_strength(cls, value: str) -> str:
+        # A short token can be guessed; refuse it rather than give a false sense of safety.
+        if value and len(value) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 16`)")
+        return value
+
+    @model_validator(mode="after")
+    def _limits_fit_milvus(self) -> Settings:
+        # Every user sends its K interest vectors in one search; MIND's K is at most a few,
+        # so 4 per user is the budget that keeps a full batch under Milvus's nq limit.
+        if self.MAX_BATCH_USERS * 4 > MILVUS_MAX_NQ:
+            raise ValueError(f"MAX_BATCH_USERS * 4 interests must stay within {MILVUS_MAX_NQ}")
+        return self
+
+    @property
+    def milvus_uri(self) -> str:
+        """Where Milvus is: MILVUS_URI, else MILVUS_HOST:MILVUS_PORT, else the Lite file."""
+        if self.MILVUS_URI:
+            return self.MILVUS_URI
+        if self.MILVUS_HOST:
+            host = f"[{self.MILVUS_HOST}]" if ":" in self.MILVUS_HOST else self.MILVUS_HOST
+            return f"http://{host}:{self.MILVUS_PORT}"
+        return str(SERVICE_DIR / "milvus_lite.db")
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.API_TOKEN)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from environment variables; unset or empty ones keep their default."""
+        environ = os.environ if environ is None else environ
+        values = {name: environ[name] for name in cls.model_fields if environ.get(name, "") != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+
+def _is_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(value))
+
+
+_SECRETS = {"API_TOKEN", "MILVUS_TOKEN"}
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        shown = "<hidden>" if name in _SECRETS else repr(err["input"])
+        lines.append(f"{name}={shown}: {msg}" if name else msg)
+    return "invalid service settings:\n  " + "\n  ".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings.from_env()

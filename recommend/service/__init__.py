@@ -1,0 +1,1 @@
+"""The recall service's own modules; recommend/main.py only assembles them."""

@@ -1,0 +1,92 @@
+"""Who may change the collection, and a warning when the service is open to the network."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Mapping, Sequence
+
+from fastapi import HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from config import Settings, is_loopback
+
+log = logging.getLogger("recall.service")
+
+# auto_error=False: without a configured token the endpoints stay open, so a missing
+# header must not be refused by the scheme itself.
+bearer = HTTPBearer(auto_error=False, description="API_TOKEN, when the service has one")
+
+
+def check_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
+    """401 unless the request carries the configured bearer token (no-op when none is set)."""
+    expected: str = request.app.state.settings.API_TOKEN
+    if not expected:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    # compare_digest: the time taken must not reveal how much of the token matched.
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="this endpoint needs Authorization: Bearer <API_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def launch_host(
+    settings: Settings,
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Best guess of the address the server binds to.
+
+    The ASGI app is not told its listening address at start-up, so this reads what
+    uvicorn reads: ``--host`` on its command line, else UVICORN_HOST, else (for
+    ``python main.py``) the HOST setting; uvicorn's own default is 127.0.0.1.
+    """
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    for i, arg in enumerate(argv):
+        if arg == "--host" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--host="):
+            return arg.split("=", 1)[1]
+    return environ.get("UVICORN_HOST") or settings.HOST
+
+
+def warn_if_exposed(settings: Settings, host: str) -> bool:
+    """Log a warning (and return True) when non-local clients could drop the catalogue."""
+    if settings.API_TOKEN or is_loopback(host):
+        return False
+    log.warning(
+        "the service listens on %s without API_TOKEN: anyone who can reach it can "
+        "replace or drop the collection; set API_TOKEN (see README, Operating it)",
+        host,
+    )
+    return True
+
+
+class ExposureWatch:
+    """ASGI middleware: warn once if a request arrives on a non-loopback address
+    while no token is set (catches launches that launch_host could not see)."""
+
+    def __init__(self, app, settings: Settings) -> None:
+        self.app, self.settings, self.warned = app, settings, False
+
+    async def __call__(self, scope, receive, send) -> None:
+        server = scope.get("server") if scope["type"] == "http" else None
+        # Servers report the socket's IP; a name (TestClient's "testserver") is no socket.
+        if not self.warned and server and _is_ip(str(server[0])):
+            self.warned = warn_if_exposed(self.settings, str(server[0]))
+        await self.app(scope, receive, send)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
