@@ -1,0 +1,61 @@
+"""Refuse request bodies over MAX_BODY_BYTES before they are parsed.
+
+A declared Content-Length over the limit is refused without reading a byte; a body
+without one (chunked) is read only up to the limit. Accepted bodies (at most the
+limit, 1 MiB by default) are buffered and handed on unchanged. FastAPI's own
+``max_body_size`` is not used because it answers with plain text, while every
+error of this service is JSON ``{"detail": ...}``.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def too_large_message(limit: int) -> str:
+    return f"request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)"
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app, self.limit = app, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later calls wait for the disconnect, as usual
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": too_large_message(self.limit)}, status_code=413,
+                                headers={"Connection": "close"})
+        await response(scope, receive, send)

@@ -1,0 +1,1 @@
+"""HTTP routes: each validates, calls one engine method and shapes the answer."""

@@ -1,0 +1,96 @@
+"""The tutorial's four endpoints (plus /rec/drop).
+
+Routes are plain ``def``: FastAPI runs them in its thread pool, so a long
+insert_data or a Milvus search never blocks the event loop.
+"""
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from config import Settings
+from service.deps import EngineDep, TokenDep
+from service.schemas import (
+    CountResponse,
+    ErrorResponse,
+    InsertResponse,
+    RecallResponse,
+    StatusResponse,
+    ValidationErrorResponse,
+    recall_request_model,
+)
+
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "Milvus is unreachable"}
+}
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "API_TOKEN is set and the bearer token is wrong"}
+}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "Another insert_data is running"}
+}
+
+
+def build_router(settings: Settings) -> APIRouter:
+    """The endpoints, with this service's request limits in their schemas."""
+    router = APIRouter(tags=["recall"])
+    RecallRequest = recall_request_model(settings)
+
+    @router.post(
+        "/rec/insert_data",
+        response_model=InsertResponse,
+        summary="Load every item embedding of the served model into Milvus",
+        description="Re-running replaces the data (never duplicates it); recall keeps "
+        "answering from the old data until the new data is complete.",
+        dependencies=[TokenDep],
+        responses={**_AUTH, **_CONFLICT, **_UNAVAILABLE},
+    )
+    def insert_data(engine: EngineDep) -> InsertResponse:
+        result = engine.insert_data()
+        return InsertResponse(count=result.count, seconds=result.seconds)
+
+    @router.post(
+        "/rec/recall",
+        response_model=RecallResponse,
+        summary="Recall item ids for a batch of click histories",
+        description=(
+            "One row per user, best first, at most `top_k` ids. History ids the model "
+            "does not know are ignored; a user left with none gets the most popular items. "
+            f"Limits: {settings.MAX_BATCH_USERS} users, {settings.MAX_HISTORY_LEN} ids per "
+            f"history, top_k <= {settings.MAX_TOP_K}, body <= {settings.MAX_BODY_BYTES} bytes."
+        ),
+        responses={
+            409: {"model": ErrorResponse, "description": "Nothing inserted yet"},
+            413: {"model": ErrorResponse, "description": "Body larger than MAX_BODY_BYTES"},
+            422: {"model": ValidationErrorResponse, "description": "What is wrong, and where"},
+            **_UNAVAILABLE,
+        },
+    )
+    def recall(body: RecallRequest, engine: EngineDep) -> list[list[int]]:  # type: ignore[valid-type]
+        return engine.recall(body.hist_item, body.top_k, body.exclude_history)
+
+    @router.post(
+        "/rec/count",
+        response_model=CountResponse,
+        summary="Number of items in the collection (0 when empty or missing)",
+        responses=_UNAVAILABLE,
+    )
+    def count(engine: EngineDep) -> CountResponse:
+        return CountResponse(count=engine.count())
+
+    def drop(engine: EngineDep) -> StatusResponse:
+        engine.drop()
+        return StatusResponse()
+
+    for path in ("/qa/drop", "/rec/drop"):
+        router.add_api_route(
+            path,
+            drop,
+            methods=["POST"],
+            response_model=StatusResponse,
+            summary="Drop the collection and its data",
+            dependencies=[TokenDep],
+            responses={**_AUTH, **_CONFLICT, **_UNAVAILABLE},
+            operation_id=f"drop_{path.strip('/').replace('/', '_')}",
+        )
+    return router
