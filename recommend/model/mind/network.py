@@ -1,0 +1,200 @@
+"""MIND: Multi-Interest Network with Dynamic routing (Li et al., arXiv 1904.08030), trained as in
+ComiRec (Cen et al., arXiv 2005.09347): next-item prediction, sampled softmax over log-uniform
+negatives.
+
+User tower: item embeddings of the history -> B2I dynamic routing -> K interest vectors [B, K, H].
+Training readout: label-aware attention over the K interests with the target item's embedding.
+Serving/eval: the K interests are searched directly (no label involved).
+
+Where we differ from PaddleRec's models/recall/mind/net.py (on purpose):
+- Routing logits b are drawn per sample and per step from N(0, init_std^2) (PaddleRec: one frozen
+  [1, K, maxlen] tensor shared by every user).
+- The coupling softmax runs over the K interests for each behaviour in EVERY iteration (MIND paper
+  eq. (3); ComiRec's CapsuleNetwork, axis 1 of [B, K, L]). PaddleRec master normalises over the
+  behaviours (axis -1) in the loop after PR 904 but over interests in its final step; the two
+  axes give different models, we keep the paper's one everywhere.
+- Padded behaviours get coupling 0 after the softmax, so they add nothing to any interest
+  (PaddleRec only adds -2^32 to the logits, which with a softmax over K does not remove them).
+- b is updated by the plain agreement v_k . u_j, as in the paper and ComiRec (no re-normalisation).
+- The target logit gets no log-Q correction (see sampled_softmax.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from mind.sampled_softmax import LogUniformSampler, sampled_softmax_loss
+
+# Seed of the routing logits used in eval mode (see MIND.__init__); fixed so every build of the
+# model, and every checkpoint, routes a given history the same way.
+EVAL_ROUTING_SEED = 20190417
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """hyper_parameters.optimizer: YAML key `class` is stored as `class_name`."""
+
+    class_name: str = field(default="Adam", metadata={"key": "class"})
+    learning_rate: float = 0.005
+
+
+@dataclass(frozen=True)
+class CapsualConfig:
+    """hyper_parameters.capsual (PaddleRec's spelling): the B2I routing."""
+
+    iters: int = 3
+    max_k: int = 4
+    init_std: float = 1.0
+
+
+@dataclass(frozen=True)
+class HyperConfig:
+    """hyper_parameters: everything that shapes the network and its optimisation."""
+
+    item_count: int
+    optimizer: OptimizerConfig = OptimizerConfig()
+    embedding_dim: int = 64
+    hidden_size: int = 64
+    neg_samples: int = 1280
+    maxlen: int = 20
+    pow_p: float = 1.0
+    capsual: CapsualConfig = CapsualConfig()
+    sparse_embedding: bool = True
+
+    @property
+    def interest_num(self) -> int:
+        """K, the number of interests (PaddleRec spells it capsual.max_k)."""
+        return self.capsual.max_k
+
+
+def squash(z: paddle.Tensor) -> paddle.Tensor:
+    """Capsule squash |z|^2 / (1 + |z|^2) * z / |z| over the last axis; exactly 0 at z = 0.
+
+    The eps sits only under the square root, so squash(0) = 0 and its gradient are finite.
+    """
+    n2 = paddle.sum(z * z, axis=-1, keepdim=True)
+    return z * (n2 / ((1.0 + n2) * paddle.sqrt(n2 + 1e-9)))
+
+
+def signed_pow(x: paddle.Tensor, p: float) -> paddle.Tensor:
+    """sign(x) |x|^p: the paper's pow(., p) extended to negative dot products.
+
+    A plain power is undefined (NaN) for negative x and non-integer p, and flips the order for even
+    integer p; sign-preserving keeps the order of the K scores, so as p grows the softmax tends to
+    a hard max on the interest with the largest inner product with the label.
+    """
+    if p == 1.0:
+        return x
+    return paddle.sign(x) * paddle.pow(paddle.abs(x), p)
+
+
+class MIND(nn.Layer):
+    """Item embeddings + B2I routing + label-aware attention + sampled softmax."""
+
+    def __init__(self, hp: HyperConfig) -> None:
+        super().__init__()
+        self.hp = hp
+        n, d, h = hp.item_count, hp.embedding_dim, hp.hidden_size
+        k, lmax = hp.capsual.max_k, hp.maxlen
+        # One table for history items, targets and negatives. padding_idx=0: row 0 stays 0 and
+        # gets no gradient. sparse=True sends row-wise (SelectedRows) gradients, which, with
+        # Adam(lazy_mode=True), update only the looked-up rows: see the step-time measurement in
+        # the trainer docstring.
+        self.item_emb = nn.Embedding(
+            n,
+            d,
+            padding_idx=0,
+            sparse=hp.sparse_embedding,
+            weight_attr=paddle.ParamAttr(
+                initializer=nn.initializer.XavierUniform(fan_in=n, fan_out=d)
+            ),
+        )
+        # Shared bilinear map S: low capsule u_j = e_j S (the same S for every interest, B2I).
+        self.bilinear = self.create_parameter(
+            [d, h], default_initializer=nn.initializer.XavierUniform()
+        )
+        # Eval-mode routing logits. All-zero logits would be symmetric over K (every interest gets
+        # the same coupling, so the K vectors stay identical through all iterations); one fixed
+        # draw from the training distribution breaks the symmetry deterministically. A buffer, so
+        # checkpoints carry it.
+        rng = np.random.default_rng(EVAL_ROUTING_SEED)
+        b0 = rng.normal(0.0, hp.capsual.init_std, size=(1, k, lmax)).astype("float32")
+        self.register_buffer("eval_routing_logits", paddle.to_tensor(b0), persistable=True)
+        self.sampler = LogUniformSampler(n)
+
+    # ---------------------------------------------------------------- user tower
+    def _routing_logits(self, batch: int, length: int) -> paddle.Tensor:
+        """[B, K, length]: per-sample N(0, init_std^2) draws in training, the fixed draw in eval.
+
+        Drawn at maxlen and sliced, so a history and the same history with extra padding columns
+        see the same logits on their real positions.
+        """
+        if length > self.hp.maxlen:
+            raise ValueError(f"history length {length} > maxlen {self.hp.maxlen}")
+        k = self.hp.capsual.max_k
+        if self.training:
+            b = paddle.randn([batch, k, self.hp.maxlen]) * self.hp.capsual.init_std
+        else:
+            b = self.eval_routing_logits.expand([batch, k, self.hp.maxlen])
+        return b[:, :, :length]
+
+    def _route(self, hist: paddle.Tensor, hist_emb: paddle.Tensor) -> paddle.Tensor:
+        """B2I dynamic routing: hist int64 [B, L], hist_emb [B, L, D] -> interests [B, K, H]."""
+        batch, length = hist.shape[0], hist.shape[1]
+        u = paddle.matmul(hist_emb, self.bilinear)  # [B, L, H]
+        mask = (hist != 0).astype(u.dtype).unsqueeze(1)  # [B, 1, L]
+        b = self._routing_logits(batch, length)
+        iters = self.hp.capsual.iters
+        for it in range(iters):
+            last = it == iters - 1
+            # Earlier iterations only set the coupling; as in the paper/ComiRec they see u without
+            # gradient, so b is a constant and gradients reach S and the embeddings only through
+            # the last iteration's weighted sum.
+            u_it = u if last else u.detach()
+            # Coupling: softmax over the K interests (axis 1) for each behaviour, then padded
+            # behaviours are zeroed so they contribute to no interest at all.
+            w = F.softmax(b, axis=1) * mask  # [B, K, L]
+            v = squash(paddle.matmul(w, u_it))  # [B, K, H]
+            if not last:
+                b = b + paddle.matmul(v, u_it, transpose_y=True)  # agreement v_k . u_j
+        return v
+
+    def interests(self, hist: paddle.Tensor) -> paddle.Tensor:
+        """hist int64 [B, L] (0 = padding, L <= maxlen) -> K interest vectors [B, K, H].
+
+        A history without real items gives K zero vectors.
+        """
+        return self._route(hist, self.item_emb(hist))
+
+    # ---------------------------------------------------------------- training
+    def label_aware_attention(self, caps: paddle.Tensor, target_emb: paddle.Tensor) -> paddle.Tensor:
+        """User vector = sum_k softmax_k(signed_pow(v_k . e_t, pow_p)) v_k; caps [B, K, H]."""
+        scores = paddle.sum(caps * target_emb.unsqueeze(1), axis=-1)  # [B, K]
+        weights = F.softmax(signed_pow(scores, self.hp.pow_p), axis=1)
+        return paddle.sum(caps * weights.unsqueeze(-1), axis=1)
+
+    def forward(self, hist: paddle.Tensor, target: paddle.Tensor) -> paddle.Tensor:
+        """hist int64 [B, L], target int64 [B] -> scalar sampled-softmax loss."""
+        n_neg = self.hp.neg_samples
+        neg = self.sampler.sample(n_neg)
+        batch, length = hist.shape[0], hist.shape[1]
+        # One lookup for history, targets and negatives: one sparse gradient for the table.
+        ids = paddle.concat([hist.reshape([-1]), target.reshape([-1]), neg])
+        emb = self.item_emb(ids)
+        hist_emb = emb[: batch * length].reshape([batch, length, -1])
+        target_emb = emb[batch * length : batch * length + batch]
+        neg_emb = emb[batch * length + batch :]
+        user = self.label_aware_attention(self._route(hist, hist_emb), target_emb)
+        log_q = self.sampler.log_expected_count(neg, n_neg)
+        return sampled_softmax_loss(user, target_emb, target.reshape([-1]), neg, neg_emb, log_q)
+
+    def item_embeddings(self) -> np.ndarray:
+        """float32 [item_count, D]; row 0 (padding) is all zeros."""
+        w = self.item_emb.weight.numpy().astype(np.float32, copy=True)
+        w[0] = 0.0
+        return w
