@@ -73,7 +73,8 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{epoch}.tmp-", dir=root))
     try:
         paddle.save(model.state_dict(), str(tmp / MODEL_FILE))
-        paddle.save(optimizer.state_dict(), str(tmp / OPT_FILE))
+        paddle.save(_rename_opt_state(model, optimizer.state_dict(), to_portable=True),
+                    str(tmp / OPT_FILE))
         if item_counts is not None:
             np.save(tmp / COUNTS_FILE, np.asarray(item_counts, dtype=np.int64))
         if state is not None:
@@ -104,6 +105,24 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _rename_opt_state(model: MIND, state: dict[str, Any], to_portable: bool) -> dict[str, Any]:
+    """Optimizer state keys start with the parameter's auto-generated name ("mind_3.w_0_moment1_0"),
+    which depends on how many layers the process built before; store them under the structured
+    name ("bilinear_moment1_0") instead, and map back to this model's names on load."""
+    pairs = [(p.name, name) for name, p in model.named_parameters()]
+    if not to_portable:
+        pairs = [(b, a) for a, b in pairs]
+    pairs.sort(key=lambda ab: -len(ab[0]))  # longest prefix first
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        for old, new in pairs:
+            if key.startswith(old + "_"):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
 
 
 def list_epochs(root: str | Path) -> list[int]:
@@ -174,7 +193,7 @@ def restore(
     meta = read_meta(root, epoch)
     _set_model_state(model, _load_file(d, MODEL_FILE), d)
     if optimizer is not None:
-        optimizer.set_state_dict(_load_file(d, OPT_FILE))
+        optimizer.set_state_dict(_rename_opt_state(model, _load_file(d, OPT_FILE), to_portable=False))
     state: dict[str, Any] = {}
     if (d / STATE_FILE).is_file():
         with open(d / STATE_FILE, "rb") as f:

@@ -207,6 +207,12 @@ def _coerce(tp: Any, value: Any, name: str, base_dir: Path) -> Any:
             raise ConfigError(f"'{name}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        # PyYAML (YAML 1.1) reads "1e-3" (no dot) as a string; accept it as the number it is.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{name}' must be a number, got {value!r}")
         return float(value)

@@ -86,7 +86,9 @@ def signed_pow(x: paddle.Tensor, p: float) -> paddle.Tensor:
 
     A plain power is undefined (NaN) for negative x and non-integer p, and flips the order for even
     integer p; sign-preserving keeps the order of the K scores, so as p grows the softmax tends to
-    a hard max on the interest with the largest inner product with the label.
+    a hard max on the interest with the largest inner product with the label (when that product
+    exceeds 1; scores inside (-1, 1) shrink towards 0 and the weights towards uniform, as with the
+    paper's plain power).
     """
     if p == 1.0:
         return x
@@ -143,8 +145,11 @@ class MIND(nn.Layer):
             b = self.eval_routing_logits.expand([batch, k, self.hp.maxlen])
         return b[:, :, :length]
 
-    def _route(self, hist: paddle.Tensor, hist_emb: paddle.Tensor) -> paddle.Tensor:
-        """B2I dynamic routing: hist int64 [B, L], hist_emb [B, L, D] -> interests [B, K, H]."""
+    def _route(
+        self, hist: paddle.Tensor, hist_emb: paddle.Tensor
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """B2I dynamic routing: hist int64 [B, L], hist_emb [B, L, D] ->
+        (interests [B, K, H], last coupling coefficients [B, K, L])."""
         batch, length = hist.shape[0], hist.shape[1]
         u = paddle.matmul(hist_emb, self.bilinear)  # [B, L, H]
         mask = (hist != 0).astype(u.dtype).unsqueeze(1)  # [B, 1, L]
@@ -162,14 +167,18 @@ class MIND(nn.Layer):
             v = squash(paddle.matmul(w, u_it))  # [B, K, H]
             if not last:
                 b = b + paddle.matmul(v, u_it, transpose_y=True)  # agreement v_k . u_j
-        return v
+        return v, w
 
     def interests(self, hist: paddle.Tensor) -> paddle.Tensor:
         """hist int64 [B, L] (0 = padding, L <= maxlen) -> K interest vectors [B, K, H].
 
         A history without real items gives K zero vectors.
         """
-        return self._route(hist, self.item_emb(hist))
+        return self._route(hist, self.item_emb(hist))[0]
+
+    def coupling(self, hist: paddle.Tensor) -> paddle.Tensor:
+        """The last iteration's coupling coefficients [B, K, L] (for inspection and tests)."""
+        return self._route(hist, self.item_emb(hist))[1]
 
     # ---------------------------------------------------------------- training
     def label_aware_attention(self, caps: paddle.Tensor, target_emb: paddle.Tensor) -> paddle.Tensor:
@@ -189,7 +198,7 @@ class MIND(nn.Layer):
         hist_emb = emb[: batch * length].reshape([batch, length, -1])
         target_emb = emb[batch * length : batch * length + batch]
         neg_emb = emb[batch * length + batch :]
-        user = self.label_aware_attention(self._route(hist, hist_emb), target_emb)
+        user = self.label_aware_attention(self._route(hist, hist_emb)[0], target_emb)
         log_q = self.sampler.log_expected_count(neg, n_neg)
         return sampled_softmax_loss(user, target_emb, target.reshape([-1]), neg, neg_emb, log_q)
 

@@ -1,0 +1,138 @@
+"""MIND network: routing checked by hand, masking, eval determinism, label-aware attention."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+from mind.network import MIND, CapsualConfig, HyperConfig
+
+
+def tiny_model(k: int = 2, maxlen: int = 3, d: int = 2, iters: int = 2, items: int = 5) -> MIND:
+    hp = HyperConfig(
+        item_count=items, embedding_dim=d, hidden_size=d, maxlen=maxlen, neg_samples=16,
+        capsual=CapsualConfig(iters=iters, max_k=k, init_std=1.0),
+    )
+    return MIND(hp)
+
+
+def np_squash(z: np.ndarray) -> np.ndarray:
+    n2 = (z * z).sum(-1, keepdims=True)
+    n = np.sqrt(n2)
+    return np.where(n > 0, n2 / (1 + n2) * z / np.where(n > 0, n, 1), 0.0)
+
+
+def test_routing_matches_hand_computation() -> None:
+    """K=2, L=3, D=2, two iterations, fixed S, b and embeddings; position 3 is padding."""
+    m = tiny_model()
+    emb = np.array([[0, 0], [1.0, 0.5], [-0.5, 1.0], [0.3, -0.8], [2.0, 2.0]], np.float32)
+    S = np.array([[1.0, 0.2], [-0.3, 0.8]], np.float32)
+    b0 = np.array([[[0.5, -1.0, 0.3], [-0.2, 0.7, 1.5]]], np.float32)
+    m.item_emb.weight.set_value(emb)
+    m.bilinear.set_value(S)
+    m.eval_routing_logits.set_value(b0)
+    m.eval()
+    hist = np.array([[1, 2, 0]])
+    got = m.interests(paddle.to_tensor(hist)).numpy()[0]
+
+    u = emb[hist[0]] @ S  # [L, D]
+    mask = (hist[0] != 0).astype(np.float32)  # [L]
+    b = b0[0].astype(np.float64)
+    for it in range(2):
+        w = np.exp(b) / np.exp(b).sum(axis=0, keepdims=True) * mask  # softmax over K
+        v = np_squash(w @ u)
+        if it == 0:
+            b = b + v @ u.T
+    np.testing.assert_allclose(got, v, rtol=1e-5, atol=1e-6)
+    # Nothing flowed from the padded position: the reference is independent of emb[0].
+    assert np.abs(got).sum() > 0
+
+
+def test_coupling_sums_to_one_over_interests_and_zero_on_padding() -> None:
+    paddle.seed(3)
+    m = tiny_model(k=4, maxlen=6, d=4, iters=3, items=20)
+    m.train()
+    hist = paddle.to_tensor(np.array([[3, 5, 7, 0, 0, 0], [1, 2, 3, 4, 5, 6]]))
+    w = m.coupling(hist).numpy()  # [B, K, L]
+    np.testing.assert_allclose(w.sum(axis=1), (hist.numpy() != 0).astype(np.float32), atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_padding_changes_nothing(training: bool) -> None:
+    m = tiny_model(k=4, maxlen=8, d=4, iters=3, items=30)
+    m.train(training)
+    short = np.array([[4, 9, 17], [2, 0, 0]])
+    longer = np.concatenate([short, np.zeros((2, 5), np.int64)], axis=1)
+    paddle.seed(11)
+    a = m.interests(paddle.to_tensor(short)).numpy()
+    paddle.seed(11)
+    b = m.interests(paddle.to_tensor(longer)).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_empty_history_gives_zeros_and_finite_gradients() -> None:
+    paddle.seed(0)
+    m = tiny_model(k=3, maxlen=5, d=4, iters=3, items=30)
+    hist = paddle.to_tensor(np.zeros((2, 5), np.int64))
+    m.eval()
+    v = m.interests(hist).numpy()
+    assert np.all(v == 0) and not np.isnan(v).any()
+    m.train()
+    loss = m(hist, paddle.to_tensor(np.array([3, 4])))
+    loss.backward()
+    assert np.isfinite(float(loss))
+    for p in m.parameters():
+        if p.grad is not None:
+            assert np.isfinite(np.asarray(p.grad.numpy() if hasattr(p.grad, "numpy") else p.grad)).all()
+
+
+def test_eval_is_deterministic_training_is_per_sample_random() -> None:
+    m = tiny_model(k=4, maxlen=5, d=4, iters=3, items=30)
+    hist = paddle.to_tensor(np.array([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]]))
+    m.eval()
+    a, b = m.interests(hist).numpy(), m.interests(hist).numpy()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[0], a[1])
+    m.train()
+    t = m.interests(hist).numpy()
+    # Per-sample routing logits: two users with the same history route differently in training.
+    assert not np.allclose(t[0], t[1])
+    # Eval logits break the symmetry between interests (all-zero logits would not).
+    assert not np.allclose(a[0, 0], a[0, 1])
+
+
+def test_label_aware_attention_picks_closest_interest_as_pow_grows() -> None:
+    caps = paddle.to_tensor(np.array([[[1.0, 0.0], [0.0, 1.0], [-1.0, -0.2]]], np.float32))
+    # Scores 1.8, 2.4, -2.28: a power sharpens the softmax only for scores beyond 1 (as in the
+    # paper, whose p -> inf limit is hard attention on the largest score).
+    target = paddle.to_tensor(np.array([[1.8, 2.4]], np.float32))  # closest: interest 1
+    out = {}
+    for p in (1.0, 2.5, 40.0):
+        m = MIND(HyperConfig(item_count=5, embedding_dim=2, hidden_size=2, pow_p=p))
+        out[p] = m.label_aware_attention(caps, target).numpy()[0]
+        assert np.isfinite(out[p]).all()  # negative scores with a non-integer power: no NaN
+    dist = {p: np.linalg.norm(v - [0.0, 1.0]) for p, v in out.items()}
+    assert dist[40.0] < 1e-3 < dist[2.5] < dist[1.0]
+
+
+def test_item_embeddings_shape_and_padding_row() -> None:
+    m = tiny_model(items=7)
+    e = m.item_embeddings()
+    assert e.shape == (7, 2) and e.dtype == np.float32 and np.all(e[0] == 0)
+
+
+def test_training_reduces_loss_on_a_fixed_batch() -> None:
+    paddle.seed(5)
+    m = tiny_model(k=2, maxlen=4, d=8, iters=3, items=40)
+    opt = paddle.optimizer.Adam(0.05, parameters=m.parameters(), lazy_mode=True)
+    hist = paddle.to_tensor(np.array([[1, 2, 3, 0], [10, 11, 12, 13]]))
+    target = paddle.to_tensor(np.array([4, 14]))
+    losses = []
+    for _ in range(30):
+        loss = m(hist, target)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
