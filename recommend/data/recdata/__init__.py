@@ -1,4 +1,4 @@
-"""Dataset preparation for MIND: AmazonBook (ComiRec), synthetic multi-interest data, MovieLens-100k.
+"""Datasets for MIND: AmazonBook (ComiRec), synthetic multi-interest data, MovieLens-100k.
 
 Run through `cd recommend/data && sh data.sh [variant] [options]` (a wrapper around
 `python -m recdata`). Every variant writes `train/`, `valid/`, `test/` and `meta.json` in the

@@ -1,10 +1,20 @@
-"""Command line: `python -m recdata [amazonbook|synthetic|movielens] [options]` (data.sh wraps it)."""
+"""Command line: `python -m recdata [amazonbook|synthetic|movielens] [options]` (via data.sh)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+try:
+    import numpy  # noqa: F401  (checked first so a bare interpreter gets a useful message)
+except ImportError:
+    print(
+        f"data.sh: numpy is missing for {sys.executable}; "
+        "activate the venv: . .venv/bin/activate (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 from . import CACHE_DIR, DATA_ROOT
 from .amazonbook import DEFAULT_URL, EXPECTED_ITEMS, ArchiveError
@@ -25,14 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="variant", metavar="{amazonbook,synthetic,movielens}")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--out", type=Path, help="output directory (default: recommend/data/<variant>)")
-        p.add_argument("--cache", type=Path, default=CACHE_DIR, help="download cache (default: %(default)s)")
+        p.add_argument(
+            "--out", type=Path, help="output directory (default: recommend/data/<variant>)"
+        )
+        p.add_argument(
+            "--cache", type=Path, default=CACHE_DIR, help="download cache (default: %(default)s)"
+        )
 
     ab = sub.add_parser("amazonbook", help="full ComiRec AmazonBook (download, ~8.9M clicks)")
     common(ab)
     ab.add_argument("--url", default=DEFAULT_URL, help="http(s):// or file:// URL of the tarball")
-    ab.add_argument("--expect-items", type=int, default=EXPECTED_ITEMS,
-                    help="expected item rows incl. padding 0 (default: %(default)s)")
+    ab.add_argument(
+        "--expect-items",
+        type=int,
+        default=EXPECTED_ITEMS,
+        help="expected item rows incl. padding 0 (default: %(default)s)",
+    )
     ab.add_argument("--retries", type=int, default=3, help="download attempts, each resuming")
 
     sy = sub.add_parser("synthetic", help="offline data with planted multiple interests")
@@ -40,17 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
     from .synthetic import FULL, SyntheticConfig
 
     d = SyntheticConfig()
-    sy.add_argument("--items", type=int, default=d.items, help="catalogue size (default: %(default)s)")
+    sy.add_argument(
+        "--items", type=int, default=d.items, help="catalogue size (default: %(default)s)"
+    )
     sy.add_argument("--categories", type=int, default=d.categories, help="default: %(default)s")
     sy.add_argument("--users", type=int, default=d.users, help="default: %(default)s")
-    sy.add_argument("--min-len", type=int, default=d.min_len, help="shortest sequence (default: %(default)s)")
-    sy.add_argument("--max-len", type=int, default=d.max_len, help="longest sequence (default: %(default)s)")
+    sy.add_argument(
+        "--min-len", type=int, default=d.min_len, help="shortest sequence (default: %(default)s)"
+    )
+    sy.add_argument(
+        "--max-len", type=int, default=d.max_len, help="longest sequence (default: %(default)s)"
+    )
     sy.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
-    sy.add_argument("--full", action="store_true",
-                    help="AmazonBook-sized: " + ", ".join(f"{k}={v}" for k, v in FULL.items())
-                    + " (explicit options still win)")
+    sy.add_argument(
+        "--full",
+        action="store_true",
+        help="AmazonBook-sized: "
+        + ", ".join(f"{k}={v}" for k, v in FULL.items())
+        + " (explicit options still win)",
+    )
 
-    ml = sub.add_parser("movielens", help="MovieLens-100k from the recbole==1.2.1 wheel (pip download)")
+    ml = sub.add_parser(
+        "movielens", help="MovieLens-100k from the recbole==1.2.1 wheel (pip download)"
+    )
     common(ml)
     ml.add_argument("--seed", type=int, default=0, help="user split seed (default: %(default)s)")
     return parser
@@ -70,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.variant == "synthetic":
             from .synthetic import FULL, SyntheticConfig, prepare
 
-            given = {k: getattr(args, k) for k in ("items", "categories", "users", "min_len", "max_len")}
+            given = {
+                k: getattr(args, k) for k in ("items", "categories", "users", "min_len", "max_len")
+            }
             defaults = SyntheticConfig()
             if args.full:  # --full sets the sizes that were not given explicitly
                 given = {k: (v if v != getattr(defaults, k) else FULL[k]) for k, v in given.items()}

@@ -10,6 +10,7 @@ recdata.protocol to valid/test. An archive that instead carries PaddleRec-format
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import tarfile
@@ -35,8 +36,15 @@ class ArchiveError(ValueError):
 
 
 def list_archive(path: Path) -> list[tarfile.TarInfo]:
-    """Members of a gzip'd tar, reading it to the end so truncation and CRC errors surface."""
+    """Members of a gzip'd tar, after reading the gzip stream to its end.
+
+    tarfile stops at the end-of-archive blocks and never reaches the gzip trailer, so a
+    damaged CRC would pass unnoticed; the full pass through gzip checks CRC and length.
+    """
     try:
+        with gzip.open(path, "rb") as gz:
+            while gz.read(1 << 22):
+                pass
         with tarfile.open(path, "r:gz") as tar:
             return tar.getmembers()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
@@ -67,7 +75,11 @@ def find_layout(members: list[tarfile.TarInfo]) -> tuple[str, dict[str, str]]:
 
 def _extract(archive: Path, members: list[tarfile.TarInfo], wanted: set[str], into: Path) -> None:
     with tarfile.open(archive, "r:gz") as tar:
-        pick = [m for m in members if m.name in wanted or any(m.name.startswith(w + "/") for w in wanted)]
+        pick = [
+            m
+            for m in members
+            if m.name in wanted or any(m.name.startswith(w + "/") for w in wanted)
+        ]
         tar.extractall(into, members=pick, filter="data")  # 'data' refuses links/abs paths out
 
 
@@ -87,7 +99,9 @@ def _check_items(splits: dict[str, Clicks], expect_items: int, item_map: Path | 
         raise ArchiveError("expected disjoint user sets in book_train/valid/test, found overlap")
 
 
-def _convert_comirec(root: Path, found: dict[str, str], out_dir: Path, url: str, expect: int) -> dict:
+def _convert_comirec(
+    root: Path, found: dict[str, str], out_dir: Path, url: str, expect: int
+) -> dict:
     splits: dict[str, Clicks] = {}
     dropped = {}
     for s in SPLITS:
@@ -104,18 +118,29 @@ def _convert_comirec(root: Path, found: dict[str, str], out_dir: Path, url: str,
     return write_dataset(out_dir, splits, expect, meta)
 
 
-def _install_paddlerec(root: Path, found: dict[str, str], out_dir: Path, url: str, expect: int) -> dict:
+def _install_paddlerec(
+    root: Path, found: dict[str, str], out_dir: Path, url: str, expect: int
+) -> dict:
     train = read_train_clicks(root / found["train"], item_count=expect)
     evals = {s: read_eval_dir(root / found[s], item_count=expect) for s in ("valid", "test")}
     stats = {"train": {"users": len(train), "clicks": int(len(train.items))}}
     for s, ev in evals.items():
-        stats[s] = {"users": len(ev), "clicks": int(sum(len(h) + len(e) for h, e in
-                                                        zip(ev.histories, ev.eval_items)))}
-    meta = {"source": f"PaddleRec-format AmazonBook ({url}), installed unchanged", "seed": None,
-            "options": {"url": url, "expect_items": expect}, "item_count": expect,
-            "users": {s: v["users"] for s, v in stats.items()},
-            "clicks": {s: v["clicks"] for s, v in stats.items()}, "stats": stats,
-            "command": creation_command()}
+        stats[s] = {
+            "users": len(ev),
+            "clicks": int(
+                sum(len(h) + len(e) for h, e in zip(ev.histories, ev.eval_items, strict=True))
+            ),
+        }
+    meta = {
+        "source": f"PaddleRec-format AmazonBook ({url}), installed unchanged",
+        "seed": None,
+        "options": {"url": url, "expect_items": expect},
+        "item_count": expect,
+        "users": {s: v["users"] for s, v in stats.items()},
+        "clicks": {s: v["clicks"] for s, v in stats.items()},
+        "stats": stats,
+        "command": creation_command(),
+    }
     with atomic_dir(out_dir) as tmp:
         for s in SPLITS:
             (tmp / s).mkdir()
@@ -126,8 +151,13 @@ def _install_paddlerec(root: Path, found: dict[str, str], out_dir: Path, url: st
     return meta
 
 
-def prepare(out_dir: Path, cache: Path, url: str = DEFAULT_URL, expect_items: int = EXPECTED_ITEMS,
-            retries: int = 3) -> dict:
+def prepare(
+    out_dir: Path,
+    cache: Path,
+    url: str = DEFAULT_URL,
+    expect_items: int = EXPECTED_ITEMS,
+    retries: int = 3,
+) -> dict:
     """Download (cached, resumable), check, extract and convert or install AmazonBook."""
     archive = fetch(url, cache, retries=retries)
     members = list_archive(archive)

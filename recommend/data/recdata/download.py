@@ -58,8 +58,10 @@ def fetch(url: str, cache: Path, retries: int = 3, timeout: float = 60.0) -> Pat
         except (urllib.error.URLError, http.client.HTTPException, OSError, DownloadError) as exc:
             last = exc
             have = part.stat().st_size if part.exists() else 0
-            print(f"download attempt {attempt}/{retries} failed ({exc}); {have} bytes kept",
-                  file=sys.stderr)
+            print(
+                f"download attempt {attempt}/{retries} failed ({exc}); {have} bytes kept",
+                file=sys.stderr,
+            )
             if isinstance(exc, urllib.error.HTTPError) and exc.code == 404:
                 break
             time.sleep(min(2.0 ** (attempt - 1), 10.0) * 0.1)

@@ -37,11 +37,17 @@ def data_files(path: str | Path, what: str) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         found = "a file" if path.exists() else "nothing (missing directory)"
-        raise _error(path, None, f"a directory of {what} files; create it with: {CREATE_HINT}", found)
+        raise _error(
+            path, None, f"a directory of {what} files; create it with: {CREATE_HINT}", found
+        )
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
-        raise _error(path, None, f"{what} files in this directory; create them with: {CREATE_HINT}",
-                     "an empty directory")
+        raise _error(
+            path,
+            None,
+            f"{what} files in this directory; create them with: {CREATE_HINT}",
+            "an empty directory",
+        )
     return files
 
 
@@ -58,7 +64,27 @@ def _warn_skipped(path: Path, skipped: int) -> None:
         log.warning("%s: skipped %d bad line(s) (skip_bad=True)", path, skipped)
 
 
+def _read(path: Path, expected_lines: str, skip_bad: bool) -> bytes | None:
+    """The file's bytes; None for an empty file that skip_bad allows us to skip."""
+    raw = Path(path).read_bytes()
+    if raw.strip():
+        return raw
+    if skip_bad:
+        log.warning("%s: empty file skipped (skip_bad=True)", path)
+        return None
+    raise _error(path, 1 if raw else None, f"lines {expected_lines}", "an empty file")
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = raw[: exc.start].count(b"\n") + 1
+        raise _error(path, lineno, "UTF-8 text", f"undecodable byte at offset {exc.start}") from exc
+
+
 # -- train files -------------------------------------------------------------------------------
+
 
 def _fast_train(raw: bytes) -> np.ndarray | None:
     """[N, 3] int64 of a canonical train file (digits, commas, LF only), else None.
@@ -124,14 +150,13 @@ def _slow_train(path: Path, text: str, item_count: int | None, skip_bad: bool) -
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def parse_train_file(path: Path, item_count: int | None = None, skip_bad: bool = False) -> np.ndarray:
+def parse_train_file(
+    path: Path, item_count: int | None = None, skip_bad: bool = False
+) -> np.ndarray:
     """[N, 3] int64 rows (uid, item_id, time_order) of one train file, in file order."""
-    raw = Path(path).read_bytes()
-    if not raw.strip():
-        if skip_bad:
-            log.warning("%s: empty file skipped (skip_bad=True)", path)
-            return np.zeros((0, 3), dtype=np.int64)
-        raise _error(path, 1 if raw else None, f"lines {TRAIN_LINE}", "an empty file")
+    raw = _read(path, TRAIN_LINE, skip_bad)
+    if raw is None:
+        return np.zeros((0, 3), dtype=np.int64)
     rows = _fast_train(raw)
     if rows is not None:
         items = rows[:, 1]
@@ -139,15 +164,12 @@ def parse_train_file(path: Path, item_count: int | None = None, skip_bad: bool =
         if in_range:
             return rows
     # The slow path locates the bad line (or skips bad lines), or handles CRLF/spaces.
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        lineno = raw[: exc.start].count(b"\n") + 1
-        raise _error(path, lineno, "UTF-8 text", f"undecodable byte at offset {exc.start}") from exc
-    return _slow_train(path, text, item_count, skip_bad)
+    return _slow_train(path, _decode(path, raw), item_count, skip_bad)
 
 
-def read_train_clicks(path: str | Path, item_count: int | None = None, skip_bad: bool = False) -> Clicks:
+def read_train_clicks(
+    path: str | Path, item_count: int | None = None, skip_bad: bool = False
+) -> Clicks:
     """All train files of a directory (or one file) as per-user sequences ordered by time_order."""
     path = Path(path)
     files = [path] if path.is_file() else data_files(path, "train")
@@ -157,8 +179,9 @@ def read_train_clicks(path: str | Path, item_count: int | None = None, skip_bad:
     return Clicks.from_events(rows[:, 0], rows[:, 1], rows[:, 2])
 
 
-def read_train_dir(path: str | Path, item_count: int | None = None,
-                   skip_bad: bool = False) -> dict[int, np.ndarray]:
+def read_train_dir(
+    path: str | Path, item_count: int | None = None, skip_bad: bool = False
+) -> dict[int, np.ndarray]:
     """{uid: int64 item ids ordered by time_order (ties keep file order)} of a train directory."""
     clicks = read_train_clicks(path, item_count, skip_bad)
     parts = np.split(clicks.items, clicks.offsets[1:-1])
@@ -166,6 +189,7 @@ def read_train_dir(path: str | Path, item_count: int | None = None,
 
 
 # -- eval files --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EvalSet:
@@ -182,7 +206,9 @@ class EvalSet:
 EVAL_LINE = "`user_id:U [target_item:T] hist_item:A ... eval_item:X ...`"
 
 
-def _parse_eval_line(line: str, item_count: int | None) -> tuple[int, list[int], list[int]] | tuple[str, str]:
+def _parse_eval_line(
+    line: str, item_count: int | None
+) -> tuple[int, list[int], list[int]] | tuple[str, str]:
     """(uid, hist, eval) or (expected, found) describing the first problem of the line."""
     uid: int | None = None
     hist: list[int] = []
@@ -212,20 +238,17 @@ def _parse_eval_line(line: str, item_count: int | None) -> tuple[int, list[int],
     return uid, hist, ev
 
 
-def parse_eval_file(path: Path, item_count: int | None = None, skip_bad: bool = False,
-                    seen: dict[int, str] | None = None) -> EvalSet:
+def parse_eval_file(
+    path: Path,
+    item_count: int | None = None,
+    skip_bad: bool = False,
+    seen: dict[int, str] | None = None,
+) -> EvalSet:
     """The users of one eval file, in file order; `seen` tracks user ids across files."""
-    raw = Path(path).read_bytes()
-    if not raw.strip():
-        if skip_bad:
-            log.warning("%s: empty file skipped (skip_bad=True)", path)
-            return EvalSet(np.zeros(0, np.int64), [], [])
-        raise _error(path, 1 if raw else None, f"lines {EVAL_LINE}", "an empty file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        lineno = raw[: exc.start].count(b"\n") + 1
-        raise _error(path, lineno, "UTF-8 text", f"undecodable byte at offset {exc.start}") from exc
+    raw = _read(path, EVAL_LINE, skip_bad)
+    if raw is None:
+        return EvalSet(np.zeros(0, np.int64), [], [])
+    text = _decode(path, raw)
     seen = {} if seen is None else seen
     uids: list[int] = []
     hists: list[np.ndarray] = []
@@ -236,7 +259,10 @@ def parse_eval_file(path: Path, item_count: int | None = None, skip_bad: bool = 
             continue
         parsed = _parse_eval_line(line, item_count)
         if len(parsed) == 3 and parsed[0] in seen:
-            parsed = ("each user_id once", f"user_id {parsed[0]} again (first at {seen[parsed[0]]})")
+            parsed = (
+                "each user_id once",
+                f"user_id {parsed[0]} again (first at {seen[parsed[0]]})",
+            )
         if len(parsed) == 2:
             if not skip_bad:
                 raise _error(path, lineno, *parsed)
@@ -251,7 +277,9 @@ def parse_eval_file(path: Path, item_count: int | None = None, skip_bad: bool = 
     return EvalSet(np.array(uids, dtype=np.int64), hists, evals)
 
 
-def read_eval_dir(path: str | Path, item_count: int | None = None, skip_bad: bool = False) -> EvalSet:
+def read_eval_dir(
+    path: str | Path, item_count: int | None = None, skip_bad: bool = False
+) -> EvalSet:
     """Every eval file of a directory (sorted by name), users in file order."""
     path = Path(path)
     files = [path] if path.is_file() else data_files(path, "valid/test")

@@ -29,7 +29,17 @@ def fetch_wheel(cache: Path) -> Path:
     wheel = cache / WHEEL_NAME
     if not wheel.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", WHEEL_SPEC, "--no-deps", "-q", "-d", str(cache)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            WHEEL_SPEC,
+            "--no-deps",
+            "-q",
+            "-d",
+            str(cache),
+        ]
         print("running:", " ".join(cmd))
         subprocess.run(cmd, check=True)
         if not wheel.is_file():

@@ -20,7 +20,9 @@ DATA_FILE = "part-0"
 
 def creation_command() -> str:
     """The command line that created the dataset (data.sh exports RECDATA_COMMAND)."""
-    return os.environ.get("RECDATA_COMMAND") or shlex.join(["python", "-m", "recdata", *sys.argv[1:]])
+    return os.environ.get("RECDATA_COMMAND") or shlex.join(
+        ["python", "-m", "recdata", *sys.argv[1:]]
+    )
 
 
 def write_dataset(
@@ -60,7 +62,9 @@ def write_dataset(
     return meta
 
 
-def remap_by_frequency(items: np.ndarray, n_items: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def remap_by_frequency(
+    items: np.ndarray, n_items: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """New ids 1..n by descending click count (ties: smaller original id first), as ComiRec.
 
     `items` holds original ids in [0, n_items). Returns (new ids of `items`, new_id_of[original]).

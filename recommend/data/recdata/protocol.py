@@ -81,7 +81,7 @@ def split_stats(name: str, clicks: Clicks) -> dict:
     lens = clicks.lengths
     st: dict = {
         "users": int(len(clicks)),
-        "items": int(len(np.unique(clicks.items))),
+        "items": int(np.count_nonzero(np.bincount(clicks.items))),
         "clicks": int(lens.sum()),
         "seq_len_mean": round(float(lens.mean()), 2) if len(lens) else 0.0,
         "seq_len_median": float(np.median(lens)) if len(lens) else 0.0,

@@ -65,7 +65,9 @@ class TrainSampler:
         min_len: int = 5,
     ) -> None:
         if min_len < MIN_TARGET_POS + 1:
-            raise ValueError(f"min_len must be >= {MIN_TARGET_POS + 1} (targets start at position 4)")
+            raise ValueError(
+                f"min_len must be >= {MIN_TARGET_POS + 1} (targets start at position 4)"
+            )
         if batch_size < 1 or maxlen < 1:
             raise ValueError("batch_size and maxlen must be >= 1")
         seqs = [np.asarray(sequences[u], dtype=np.int64) for u in sorted(sequences)]
@@ -80,7 +82,9 @@ class TrainSampler:
         self.seed = seed
         self.num_users = len(seqs)
         self.num_positions = int((self._lens - MIN_TARGET_POS).sum())
-        self.samples_per_epoch = self.num_positions if samples_per_epoch is None else samples_per_epoch
+        self.samples_per_epoch = (
+            self.num_positions if samples_per_epoch is None else samples_per_epoch
+        )
         self._num_batches = self.samples_per_epoch // batch_size
         if self._num_batches < 1:
             raise ValueError(
@@ -88,7 +92,7 @@ class TrainSampler:
             )
 
     def __len__(self) -> int:
-        """Batches per epoch; every batch is full (the remainder of samples_per_epoch is dropped)."""
+        """Batches per epoch; all full (the remainder of samples_per_epoch is dropped)."""
         return self._num_batches
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
