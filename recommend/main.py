@@ -17,9 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from config import Settings, SettingsError, get_settings
-from mind.milvus_store import ItemStore, MilvusUnavailable
-from mind.user_tower import UserTower
+from config import Settings, get_settings
 from service import errors
 from service.engine import RecallEngine
 from service.limits import BodySizeLimit
@@ -39,38 +37,16 @@ def _configure_logging() -> None:
         log.setLevel(logging.INFO)
 
 
-def open_engine(settings: Settings) -> RecallEngine:
-    """Load the served model and prepare (not yet require) the Milvus connection."""
-    tower = UserTower.load(settings.MODEL_CONFIG_PATH, settings.EPOCH_NUM)
-    if tower.dim != settings.VECTOR_DIMENSION:
-        raise SettingsError(
-            f"VECTOR_DIMENSION={settings.VECTOR_DIMENSION} but the model at "
-            f"{settings.MODEL_CONFIG_PATH} has {tower.dim}-d embeddings"
-        )
-
-    def open_store() -> ItemStore:
-        return ItemStore(
-            settings.milvus_uri,
-            settings.DEFAULT_COLLECTION,
-            dim=settings.VECTOR_DIMENSION,
-            token=settings.MILVUS_TOKEN,
-            timeout=settings.MILVUS_TIMEOUT,
-        )
-
-    return RecallEngine(tower, open_store)
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     # A missing or corrupt model is an operator error: fail the start-up loudly.
-    engine = await run_in_threadpool(open_engine, settings)
+    engine = await run_in_threadpool(RecallEngine.open, settings)
     log.info("model %s epoch %s loaded", settings.MODEL_CONFIG_PATH, engine.tower.epoch)
-    try:
-        await run_in_threadpool(engine.store)
-    except MilvusUnavailable as exc:
-        # Milvus down is not fatal: requests answer 503 until it comes back.
-        log.warning("Milvus at %s is not reachable yet: %s", settings.milvus_uri, exc)
+    # Milvus down is not fatal: requests answer 503 until it comes back.
+    if not await run_in_threadpool(engine.store.ping):
+        log.warning("Milvus at %s is not reachable yet; answering 503 until it is",
+                    settings.milvus_uri)
     warn_if_exposed(settings, launch_host(settings))
     app.state.engine = engine
     try:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -406,3 +407,72 @@ def test_a_model_of_another_dimension_is_refused_at_start(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="VECTOR_DIMENSION=32"):
         with open_client(settings):
             pass
+
+
+# ------------------------------------------------------------------ the real Milvus server
+# `milvus_server` is the session fixture of tests/milvus_server.py (wired in by conftest).
+@pytest.fixture(scope="module")
+def server_client(request, tiny_model) -> Iterator[TestClient]:
+    try:
+        server = request.getfixturevalue("milvus_server")
+    except pytest.FixtureLookupError:
+        pytest.skip("milvus_server is not wired into tests/conftest.py (see tests/milvus_server.py)")
+    collection = f"api_{uuid.uuid4().hex[:8]}"
+    settings = service_settings(
+        tiny_model, MILVUS_URI=server.uri, DEFAULT_COLLECTION=collection, API_TOKEN=TOKEN,
+        MILVUS_TIMEOUT="3",
+    )
+    with open_client(settings) as c:
+        yield c
+        c.post("/qa/drop", headers=AUTH)
+
+
+@pytest.mark.server
+def test_server_mode_core(server_client, tiny_model):
+    c, n = server_client, item_count(tiny_model)
+    assert c.post("/rec/count").json() == {"count": 0}
+    assert c.post("/rec/recall", json={"hist_item": [[1]]}).status_code == 409
+    for _ in range(2):  # re-running replaces (alias switch), never duplicates
+        r = c.post("/rec/insert_data", headers=AUTH)
+        assert r.status_code == 200 and r.json()["count"] == n - 1
+        assert c.post("/rec/count").json() == {"count": n - 1}
+    ready = c.get("/readyz")
+    assert ready.status_code == 200 and "server" in ready.json()["checks"]["milvus"]
+    histories = [[43, 23, 65], [5, 17, 3, n + 4]]
+    r = c.post("/rec/recall", json={"top_k": 50, "hist_item": histories})
+    assert r.status_code == 200, r.text
+    check_rows(r.json(), histories, 50, n)
+    assert c.post("/rec/recall", json={"hist_item": [[True]]}).status_code == 422
+    assert c.post("/qa/drop").status_code == 401
+    assert c.post("/rec/drop", headers=AUTH).status_code == 200
+    assert c.post("/rec/count").json() == {"count": 0}
+    r = c.post("/rec/recall", json={"hist_item": [[1]]})
+    assert r.status_code == 409 and r.json()["detail"] == "collection is empty: call /rec/insert_data"
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_server_outage_is_503_then_answers_resume_without_a_restart(request, server_client,
+                                                                     tiny_model):
+    c, server = server_client, request.getfixturevalue("milvus_server")
+    assert c.post("/rec/insert_data", headers=AUTH).status_code == 200
+    body = {"top_k": 10, "hist_item": [[5, 17, 3]]}
+    before = c.post("/rec/recall", json=body).json()
+    server.stop()
+    try:
+        for path, payload in [("/rec/recall", body), ("/rec/count", None)]:
+            t0 = time.monotonic()
+            r = c.post(path, json=payload)
+            assert r.status_code == 503, r.text
+            assert r.json()["detail"].startswith("Milvus is unavailable")
+            assert time.monotonic() - t0 < 3 + 5  # MILVUS_TIMEOUT plus slack
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/healthz").status_code == 200
+    finally:
+        server.start()
+    deadline = time.monotonic() + 90
+    while (r := c.post("/rec/recall", json=body)).status_code == 503:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(1)  # the server reloads its collections after a restart
+    assert r.status_code == 200 and r.json() == before
+    assert c.post("/rec/count").json() == {"count": item_count(tiny_model) - 1}

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from config import Settings, SettingsError
 from mind.milvus_store import ItemStore, MilvusUnavailable
 from mind.retrieval import recall
 from mind.user_tower import UserTower
@@ -51,25 +52,36 @@ class _SerialTower:
 class RecallEngine:
     """One model and one Milvus collection, shared by all requests."""
 
-    def __init__(self, tower: UserTower, open_store: Callable[[], ItemStore]):
+    def __init__(self, tower: UserTower, store: ItemStore):
         self.tower = tower
-        self._open_store = open_store
-        self._store: ItemStore | None = None
-        self._store_lock = threading.Lock()
+        # The store connects on first use and redials after a failure, so the service
+        # starts while Milvus is down and picks it up once it answers.
+        self.store = store
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._serial_tower = _SerialTower(tower, self._model_lock)
         self.inserting = False
 
-    def store(self) -> ItemStore:
-        """The Milvus client, opened on first use so the service starts even when Milvus
-        is down and picks it up once it answers. Raises MilvusUnavailable meanwhile."""
-        if self._store is None:
-            with self._store_lock:
-                if self._store is None:
-                    self._store = self._open_store()
-                    log.info("Milvus connected (%s backend)", self._store.backend)
-        return self._store
+    @classmethod
+    def open(cls, settings: Settings) -> RecallEngine:
+        """The served model (MODEL_CONFIG_PATH, EPOCH_NUM) and its Milvus collection.
+
+        Raises if the model is missing, corrupt or of another VECTOR_DIMENSION.
+        """
+        tower = UserTower.load(settings.MODEL_CONFIG_PATH, settings.EPOCH_NUM)
+        if tower.dim != settings.VECTOR_DIMENSION:
+            raise SettingsError(
+                f"VECTOR_DIMENSION={settings.VECTOR_DIMENSION} but the model at "
+                f"{settings.MODEL_CONFIG_PATH} has {tower.dim}-d embeddings"
+            )
+        store = ItemStore(
+            settings.milvus_uri,
+            settings.DEFAULT_COLLECTION,
+            dim=settings.VECTOR_DIMENSION,
+            token=settings.MILVUS_TOKEN,
+            timeout=settings.MILVUS_TIMEOUT,
+        )
+        return cls(tower, store)
 
     def insert_data(self) -> InsertResult:
         """Load every item embedding of the served model; the store swaps atomically."""
@@ -78,10 +90,9 @@ class RecallEngine:
         try:
             self.inserting = True
             start = time.perf_counter()
-            store = self.store()
             with self._model_lock:
                 ids, vectors = self.tower.item_embeddings()
-            count = store.replace_items(ids, vectors)
+            count = self.store.replace_items(ids, vectors)
             seconds = time.perf_counter() - start
             log.info("insert_data: %d items in %.2f s", count, seconds)
             return InsertResult(count=int(count), seconds=round(seconds, 3))
@@ -93,16 +104,16 @@ class RecallEngine:
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
     ) -> list[list[int]]:
         """Up to top_k item ids per user, best first (see mind.retrieval.recall)."""
-        return recall(self._serial_tower, self.store().search, histories, top_k, exclude_history)
+        return recall(self._serial_tower, self.store.search, histories, top_k, exclude_history)
 
     def count(self) -> int:
-        return int(self.store().count())
+        return int(self.store.count())
 
     def drop(self) -> None:
         if not self._write_lock.acquire(blocking=False):
             raise InsertRunning("an insert_data is running; drop after it finishes")
         try:
-            self.store().drop()
+            self.store.drop()
             log.info("collection dropped")
         finally:
             self._write_lock.release()
@@ -111,11 +122,10 @@ class RecallEngine:
         """Each check "ok" or why not: model, Milvus reachable, collection loaded."""
         checks = {"model": f"ok (epoch {getattr(self.tower, 'epoch', '?')})"}
         try:
-            store = self.store()
-            if not store.ping():
-                raise MilvusUnavailable("Milvus did not answer a ping")
-            checks["milvus"] = f"ok ({store.backend})"
-            if store.count() > 0 and store.is_loaded():
+            if not self.store.ping():
+                raise MilvusUnavailable(f"no answer from {self.store.uri}")
+            checks["milvus"] = f"ok ({self.store.backend})"
+            if self.store.count() > 0 and self.store.is_loaded():
                 checks["collection"] = "ok"
             else:
                 checks["collection"] = "collection is empty: call /rec/insert_data"
@@ -127,6 +137,4 @@ class RecallEngine:
         return checks
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        self.store.close()
