@@ -206,21 +206,18 @@ def check_book_output(out: Path, book: dict) -> None:
             assert h.tolist() + e.tolist() == book["seqs"][name][u]
 
 
+def book_args(url: str, tmp_path: Path, book: dict) -> list[str]:
+    """Options of an amazonbook run into tmp_path/amazonbook with cache tmp_path/cache."""
+    out, cache, expect = tmp_path / "amazonbook", tmp_path / "cache", str(book["expect"])
+    return ["--url", url, "--cache", str(cache), "--out", str(out), "--expect-items", expect]
+
+
 def test_amazonbook_interrupted_download_resumes_then_uses_the_cache(tmp_path, server, book):
     server.files["/datasets/AmazonBook.tar.gz"] = book["archive"]
     server.cut["/datasets/AmazonBook.tar.gz"] = 1
     url = server.url + "/datasets/AmazonBook.tar.gz"
     out, cache = tmp_path / "amazonbook", tmp_path / "cache"
-    args = [
-        "--url",
-        url,
-        "--cache",
-        str(cache),
-        "--out",
-        str(out),
-        "--expect-items",
-        str(book["expect"]),
-    ]
+    args = book_args(url, tmp_path, book)
     res = run_data_sh("amazonbook", *args)
     assert res.returncode == 0, res.stderr
     half = len(book["archive"]) // 2
@@ -240,16 +237,7 @@ def test_amazonbook_resumes_a_partial_download_left_by_an_earlier_run(tmp_path, 
     server.files["/AmazonBook.tar.gz"] = book["archive"]
     server.cut["/AmazonBook.tar.gz"] = 5
     out, cache = tmp_path / "amazonbook", tmp_path / "cache"
-    args = [
-        "--url",
-        server.url + "/AmazonBook.tar.gz",
-        "--cache",
-        str(cache),
-        "--out",
-        str(out),
-        "--expect-items",
-        str(book["expect"]),
-    ]
+    args = book_args(server.url + "/AmazonBook.tar.gz", tmp_path, book)
     res = run_data_sh("amazonbook", *args, "--retries", "1")
     assert res.returncode == 1 and "rerun to resume" in res.stderr
     assert not out.exists()

@@ -23,7 +23,15 @@ class Clicks:
         shuffle between runs.
         """
         users = np.asarray(users, dtype=np.int64)
-        perm = np.lexsort((np.asarray(order), users))
+        order = np.asarray(order)
+        # Files are usually written grouped by user in time order already: skip the sort then.
+        same_user = users[1:] == users[:-1]
+        if (users[1:] >= users[:-1]).all() and (
+            order[1:][same_user] >= order[:-1][same_user]
+        ).all():
+            perm = np.arange(len(users))
+        else:
+            perm = np.lexsort((order, users))
         su = users[perm]
         starts = np.flatnonzero(np.r_[True, su[1:] != su[:-1]]) if len(su) else np.zeros(0, int)
         offsets = np.r_[starts, len(su)].astype(np.int64)

@@ -8,6 +8,7 @@ found; with skip_bad=True bad lines are skipped instead and their count is logge
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,42 +88,20 @@ def _decode(path: Path, raw: bytes) -> str:
 
 
 def _fast_train(raw: bytes) -> np.ndarray | None:
-    """[N, 3] int64 of a canonical train file (digits, commas, LF only), else None.
+    """[N, 3] int64 of a canonical train file (only digits, commas, LF), else None.
 
-    Byte-level checks prove every non-empty line is exactly three digit runs joined by two
-    commas, so the vectorised digit parse below cannot misread anything; any other file
-    (CRLF, spaces, errors) goes to the line-by-line path, which is the authority.
+    With nothing but digits, commas and newlines, numpy's C parser can only accept what the
+    line-by-line path would (blank lines are skipped by both; empty fields, wrong column
+    counts and int64 overflow make it raise). Anything else (CRLF, spaces, signs, errors) goes
+    to the line-by-line path, which is the authority and locates errors.
     """
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    digit = (buf >= 48) & (buf <= 57)
-    comma = buf == 44
-    newline = buf == 10
-    if not (digit | comma | newline).all():
+    if raw.translate(None, b"0123456789,\n"):
         return None
-    cpos = np.flatnonzero(comma)
-    if cpos.size and (cpos[0] == 0 or cpos[-1] == len(buf) - 1):
+    try:
+        rows = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.int64, ndmin=2, comments=None)
+    except ValueError:
         return None
-    if not (digit[cpos - 1].all() and digit[cpos + 1].all()):
-        return None
-    line_of = np.cumsum(newline) - newline  # line index of every byte
-    commas_per_line = np.bincount(line_of[cpos], minlength=int(line_of[-1]) + 1)
-    has_digit = np.bincount(line_of[digit], minlength=len(commas_per_line)) > 0
-    if not np.array_equal(commas_per_line[has_digit], np.full(int(has_digit.sum()), 2)):
-        return None
-    if (commas_per_line[~has_digit] != 0).any():
-        return None
-    prev = np.r_[False, digit[:-1]]
-    nxt = np.r_[digit[1:], False]
-    starts = np.flatnonzero(digit & ~prev)
-    ends = np.flatnonzero(digit & ~nxt) + 1
-    width = ends - starts
-    if width.max(initial=0) > 18:  # would overflow int64
-        return None
-    values = np.zeros(len(starts), dtype=np.int64)
-    for k in range(int(width.max(initial=0))):
-        more = width > k
-        values[more] = values[more] * 10 + (buf[starts[more] + k] - 48)
-    return values.reshape(-1, 3)
+    return rows if rows.shape[1] == 3 else None
 
 
 def _slow_train(path: Path, text: str, item_count: int | None, skip_bad: bool) -> np.ndarray:
@@ -184,8 +163,10 @@ def read_train_dir(
 ) -> dict[int, np.ndarray]:
     """{uid: int64 item ids ordered by time_order (ties keep file order)} of a train directory."""
     clicks = read_train_clicks(path, item_count, skip_bad)
-    parts = np.split(clicks.items, clicks.offsets[1:-1])
-    return dict(zip(clicks.user_ids.tolist(), parts, strict=True))
+    bounds = clicks.offsets.tolist()
+    items = clicks.items
+    # Slicing in a comprehension is several times faster than np.split for ~500k users.
+    return {u: items[bounds[i] : bounds[i + 1]] for i, u in enumerate(clicks.user_ids.tolist())}
 
 
 # -- eval files --------------------------------------------------------------------------------

@@ -124,18 +124,20 @@ def generate(cfg: SyntheticConfig) -> Generated:
     slot = (run - np.repeat(run[offsets[:-1]] - step[offsets[:-1]], lens)) % n_rep
     cat = interests[user, slot]
     picked = by_cat[np.searchsorted(keys, cat + rng.random(total), side="right")]
+    cand = np.arange(total)  # clicks of the users that may still hold repeats
     for _ in range(cfg.dedup_rounds):
         # Redraw a user's repeated clicks of an item from the same category: real AmazonBook
         # users rarely review a book twice. Repeats left after the last round are kept.
-        order = np.lexsort((picked, user))
-        dup = np.zeros(total, dtype=bool)
-        dup[order[1:]] = (picked[order[1:]] == picked[order[:-1]]) & (
-            user[order[1:]] == user[order[:-1]]
-        )
-        idx = np.flatnonzero(dup)
+        key = user[cand] * cfg.items + picked[cand]
+        order = np.argsort(key, kind="stable")  # stable: the later click is the one redrawn
+        sorted_key = key[order]
+        idx = cand[order[1:][sorted_key[1:] == sorted_key[:-1]]]
         if not idx.size:
             break
         picked[idx] = by_cat[np.searchsorted(keys, cat[idx] + rng.random(idx.size), side="right")]
+        again = np.zeros(cfg.users, dtype=bool)
+        again[user[idx]] = True
+        cand = np.flatnonzero(again[user])
     noisy = rng.random(total) < cfg.noise
     picked[noisy] = by_cat[np.searchsorted(global_cdf, rng.random(int(noisy.sum())), side="right")]
 
