@@ -1,0 +1,182 @@
+"""Evaluate saved MIND epochs on held-out users: Recall@N, NDCG@N, HitRate@N.
+
+    cd recommend/model
+    python -u infer.py -m mind/config.yaml -top_n 50                 # Milvus (embedded Milvus Lite)
+    python -u infer.py -m mind/config_synthetic.yaml -top_n 50 --baselines
+    python -u infer.py -m mind/config_synthetic.yaml --search exact  # in-process exact search
+    MILVUS_URI=http://127.0.0.1:19530 python -u infer.py -m mind/config.yaml   # a Milvus server
+
+For each saved epoch in [runner.infer_start_epoch, runner.infer_end_epoch]: load the model,
+load every item embedding into Milvus (the same ItemStore the service uses), compute the
+interest vectors of all held-out users in batches, search each batch's vectors in one
+request, merge each user's K lists (pool, sort by score, drop duplicates and id 0, keep
+top_n) and score them. Results go to stdout and, as JSON, to
+{model_save_path}/infer_results.json (and a Recall@K plot when matplotlib is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from mind.checkpoint import list_epochs
+from mind.config import Config, load_config
+from mind.evaluation import EvalResult, evaluate_baselines, evaluate_tower
+from mind.exact_search import ExactSearch
+from mind.reader import read_eval_dir, read_train_dir
+from mind.user_tower import UserTower
+
+CURVE_CUTOFFS = (10, 20, 50, 100, 150, 200)
+EVAL_COLLECTION = "mind_eval_items"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--config", required=True, help="the config.yaml the model was trained with")
+    p.add_argument("-top_n", "--top-n", dest="top_n", type=int, default=50, help="list length N (default 50)")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. -o runner.infer_end_epoch=3")
+    p.add_argument("--search", choices=("milvus", "exact"), default="milvus",
+                   help="Milvus (default; embedded Milvus Lite unless MILVUS_URI names a server) "
+                        "or exact in-process search, for comparison")
+    p.add_argument("--milvus-uri", default=os.environ.get("MILVUS_URI", ""),
+                   help="Milvus Lite .db path or http://host:port (default: $MILVUS_URI, "
+                        "else {model_save_path}/milvus_eval.db)")
+    p.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="held-out users: runner.test_data_dir (default) or runner.valid_data_dir")
+    p.add_argument("--baselines", action="store_true",
+                   help="also evaluate MostPopular and cosine item co-occurrence on the same users")
+    p.add_argument("--curve", action="store_true",
+                   help=f"also report metrics at N in {CURVE_CUTOFFS} (one search at the largest)")
+    p.add_argument("--exclude-history", action="store_true",
+                   help="leave the user's history out of the lists (the paper protocol does not)")
+    p.add_argument("--json", type=Path, default=None, help="where to write the JSON results")
+    args = p.parse_args(argv)
+    if args.top_n < 1:
+        p.error("-top_n must be >= 1")
+    return args
+
+
+def eval_dir(config: Config, split: str) -> Path:
+    runner = config.runner
+    if split == "valid":
+        if runner.valid_data_dir is None:
+            raise SystemExit("runner.valid_data_dir is not set in the config")
+        return runner.valid_data_dir
+    return runner.test_data_dir
+
+
+def make_search(args: argparse.Namespace, config: Config, tower: UserTower):
+    """Load the tower's items into the chosen backend; return (search function, seconds to load)."""
+    ids, vectors = tower.item_embeddings()
+    start = time.perf_counter()
+    if args.search == "exact":
+        backend = ExactSearch(ids, vectors)
+        return backend.search, time.perf_counter() - start, None
+    from mind.milvus_store import ItemStore  # pymilvus is only needed on this path
+
+    uri = args.milvus_uri or str(config.runner.model_save_path / "milvus_eval.db")
+    store = ItemStore(uri, EVAL_COLLECTION, dim=tower.dim)
+    store.replace_items(ids, vectors)
+    return store.search, time.perf_counter() - start, store
+
+
+def result_record(result: EvalResult, epoch: int | None, load_seconds: float | None = None) -> dict:
+    record = {"name": result.name, "epoch": epoch, "users": result.users,
+              "metrics": {str(n): m for n, m in result.metrics.items()},
+              "seconds": result.seconds}
+    if load_seconds is not None:
+        record["seconds"]["load_items"] = load_seconds
+    total = result.seconds.get("total", 0.0)
+    record["users_per_second"] = result.users / total if total > 0 else None
+    return record
+
+
+def plot_curve(records: list[dict], path: Path) -> Path | None:
+    """Recall@K for each method; skipped quietly without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for rec in records:
+        ks = sorted(int(k) for k in rec["metrics"])
+        label = rec["name"] + (f" (epoch {rec['epoch']})" if rec["epoch"] is not None else "")
+        ax.plot(ks, [rec["metrics"][str(k)]["recall"] for k in ks], marker="o", label=label)
+    ax.set_xlabel("K")
+    ax.set_ylabel("Recall@K")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = load_config(args.config, args.override)
+    runner = config.runner
+    cutoffs = sorted(set(CURVE_CUTOFFS) | {args.top_n}) if args.curve else [args.top_n]
+    data = read_eval_dir(eval_dir(config, args.split), config.hyper_parameters.item_count)
+    print(f"[infer] {len(data.user_ids)} {args.split} users from {eval_dir(config, args.split)}")
+
+    saved = list_epochs(runner.infer_load_path)
+    epochs = [e for e in saved if runner.infer_start_epoch <= e <= runner.infer_end_epoch]
+    if not epochs:
+        print(f"[infer] no saved epoch in [{runner.infer_start_epoch}, {runner.infer_end_epoch}] "
+              f"under {runner.infer_load_path} (found {saved or 'none'}); train first: "
+              f"python -u trainer.py -m {args.config}", file=sys.stderr)
+        return 2
+
+    records = []
+    for epoch in epochs:
+        tower = UserTower(config, epoch)
+        search, load_seconds, store = make_search(args, config, tower)
+        try:
+            result = evaluate_tower(tower, search, data, cutoffs, runner.infer_batch_size,
+                                    args.exclude_history, name=f"MIND[{args.search}]")
+        finally:
+            if store is not None:
+                store.close()
+        rec = result_record(result, epoch, load_seconds)
+        records.append(rec)
+        t = result.seconds
+        print(f"[infer] epoch {epoch} {result.line(args.top_n)} | {rec['users_per_second']:.0f} users/s "
+              f"(tower {t['tower']:.2f}s, search {t['search']:.2f}s, merge {t['merge']:.2f}s, "
+              f"metrics {t['metrics']:.2f}s; item load {load_seconds:.1f}s)", flush=True)
+
+    if args.baselines:
+        train = read_train_dir(runner.train_data_dir, config.hyper_parameters.item_count)
+        for result in evaluate_baselines(train, config.hyper_parameters.item_count, data, cutoffs,
+                                         args.exclude_history):
+            records.append(result_record(result, None))
+            print(f"[infer] baseline {result.line(args.top_n)}")
+
+    best = max((r for r in records if r["epoch"] is not None),
+               key=lambda r: r["metrics"][str(args.top_n)]["recall"])
+    print(f"[infer] best epoch {best['epoch']}: Recall@{args.top_n}="
+          f"{best['metrics'][str(args.top_n)]['recall']:.4f}")
+    out = args.json or (runner.model_save_path / "infer_results.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"config": str(Path(args.config).resolve()), "split": args.split, "top_n": args.top_n,
+               "search": args.search, "exclude_history": args.exclude_history, "results": records}
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"[infer] JSON results: {out}")
+    if args.curve:
+        curve = [r for r in records if r["epoch"] in (None, best["epoch"])]
+        png = plot_curve(curve, out.with_name("recall_curve.png"))
+        if png:
+            print(f"[infer] Recall@K curve: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
