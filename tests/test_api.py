@@ -6,12 +6,6 @@ The model is a tiny MIND trained once per session by the project's own entry poi
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
-from config import SERVICE_DIR, Settings
+from config import Settings
+from support import TINY_ITEMS, free_port
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -31,67 +25,6 @@ TUTORIAL_HISTORIES = [
     [43, 23, 65, 675, 3456, 8654, 123454, 54367, 234561],
     [675, 3456, 8654, 123454, 76543, 1234, 9769, 5670, 65443, 123098, 34219, 234098],
 ]
-
-# ------------------------------------------------------------------ the tiny trained model
-TINY_ITEMS = 400
-
-
-@functools.cache
-def train_tiny_model(root: Path) -> tuple[Path, int]:
-    """Synthetic data + one short epoch via `sh data.sh synthetic` and `trainer.py`.
-
-    Cached per process so every module that needs a model shares one training run.
-    Returns (config path, item_count).
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    data = root / "data"
-    run(["sh", "data.sh", "synthetic", "--out", str(data), "--items", str(TINY_ITEMS),
-         "--categories", "8", "--users", "600", "--min-len", "8", "--max-len", "20"],
-        cwd=SERVICE_DIR / "data")
-    config = {
-        "runner": {
-            "train_data_dir": str(data / "train"),
-            "test_data_dir": str(data / "test"),
-            "valid_data_dir": str(data / "valid"),
-            "model_save_path": str(root / "model"),
-            "infer_load_path": str(root / "model"),
-            "epochs": 1,
-            "train_batch_size": 64,
-            "samples_per_epoch": 1280,
-            "print_interval": 1000,
-            "infer_end_epoch": 0,
-            "seed": 7,
-        },
-        "hyper_parameters": {
-            "item_count": "auto",
-            "neg_samples": 64,
-            "optimizer": {"class": "Adam", "learning_rate": 0.01},
-        },
-    }
-    path = root / "config_tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    run([sys.executable, "-u", "trainer.py", "-m", str(path)], cwd=SERVICE_DIR / "model")
-    item_count = json.loads((data / "meta.json").read_text())["item_count"]
-    return path, int(item_count)
-
-
-def run(cmd: list[str], cwd: Path) -> None:
-    env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    return train_tiny_model(tmp_path_factory.getbasetemp() / "tiny_model")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def service_settings(tiny_model: tuple[Path, int], **env: str) -> Settings:
     """Settings for a service on the tiny model, limits small enough to test cheaply."""

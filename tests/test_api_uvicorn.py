@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from config import SERVICE_DIR
-from test_api import free_port, train_tiny_model
+from support import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
@@ -37,9 +37,9 @@ class Server(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
+def server(tiny_model, tmp_path_factory) -> Iterator[Server]:
     """`uvicorn main:app` in recommend/, on a free loopback port, with its log kept."""
-    config, _ = train_tiny_model(tmp_path_factory.getbasetemp() / "tiny_model")
+    config, _ = tiny_model
     tmp = tmp_path_factory.mktemp("uvicorn")
     port = free_port()
     env = {
