@@ -1,6 +1,7 @@
 # The commands people type. The README shows the same ones.
 PYTHON ?= python3
 VENV   ?= .venv
+DATASET ?= synthetic
 BIN     = $(VENV)/bin
 
 .PHONY: setup demo test clean
@@ -16,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 # The main job on offline data: set up, prepare data, train, evaluate, serve.
 demo: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
+	bash scripts/demo.sh $(DATASET) $(DEMO_ARGS)
 
 # The whole test suite (installs first on a fresh clone).
 test: setup
