@@ -18,6 +18,7 @@ import argparse
 import fcntl
 import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from milvus import MilvusServerConfig, _initialize_data_files
 _COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
 # Prometheus/health HTTP port is probed upwards from Milvus's default.
 _METRICS_PORT_START = 9091
+_ETCD_PEER_PORT = 2380
 
 
 def unpack_binaries(bin_base: Path) -> Path:
@@ -48,8 +50,24 @@ def unpack_binaries(bin_base: Path) -> Path:
 
 def render_config(data_dir: Path, log_dir: Path, port: int) -> int:
     """Write data_dir/configs/milvus.yaml; return the metrics (health) port chosen."""
-    cfg = MilvusServerConfig(data_dir=str(data_dir), proxy_port=port)
-    cfg.resolve()  # probes free ports for the internal components, fails if `port` is taken
+    # The embedded etcd's peer port and the /run/milvus pid lock are fixed in this build, so
+    # only one such server can run per machine: say so instead of letting it crash.
+    probe = MilvusServerConfig().try_bind_port(_ETCD_PEER_PORT)
+    if probe is None:
+        raise RuntimeError(f"port {_ETCD_PEER_PORT} (embedded etcd peer) is taken: another "
+                           "Milvus 2.3.5 server is probably running; one per machine")
+    probe.close()
+    # Our own probe with SO_REUSEADDR, as the Go server binds: the package's probe lacks it
+    # and refuses a port that a just-stopped server left in TIME_WAIT.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise RuntimeError(f"port {port} is taken: {exc}") from exc
+    cfg = MilvusServerConfig(data_dir=str(data_dir))
+    cfg.resolve()  # probes free ports for the internal components
+    cfg.set("proxy_port", port)
     log_dir.mkdir(parents=True, exist_ok=True)
     cfg.set("system_log_path", str(log_dir))
     cfg.set("etcd_log_path", str(log_dir / "etcd.log"))

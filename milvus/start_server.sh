@@ -49,7 +49,7 @@ rm -f "$PID_FILE"
 mkdir -p "$MILVUS_DATA_DIR" "$MILVUS_LOG_DIR"
 prep="$("$PY" "$HERE/prepare_server.py" --data-dir "$MILVUS_DATA_DIR" --log-dir "$MILVUS_LOG_DIR" \
         --bin-dir "$MILVUS_BIN_DIR" --port "$MILVUS_PORT")" || {
-    echo "start_server.sh: could not prepare the server (is port $MILVUS_PORT free?)" >&2
+    echo "start_server.sh: could not prepare the server (see the message above)" >&2
     exit 1
 }
 eval "$prep"

@@ -1,0 +1,297 @@
+"""ItemStore against real Milvus: Milvus Lite on a temp file, and the real server process.
+
+Server tests use the session fixture `milvus_server` (tests/milvus_server.py); each test
+works on its own collection name so they do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from pymilvus import DataType, MilvusClient
+
+from mind.milvus_store import CollectionMissing, ItemStore, MilvusUnavailable
+
+DIM = 16
+
+
+def exact_top_k(items: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """Row positions of the k best inner products, best first."""
+    return np.argsort(-(q @ items.T), axis=1, kind="stable")[:, :k]
+
+
+def catalogue(n: int, seed: int, dim: int = DIM) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return np.arange(1, n + 1, dtype=np.int64), rng.standard_normal((n, dim)).astype(np.float32)
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[ItemStore]:
+    """An ItemStore on each backend (a replace costs ~7 s on the server: flush + load)."""
+    yield from _open_store(request, tmp_path)
+
+
+@pytest.fixture(params=["lite"])
+def lite_store(request: pytest.FixtureRequest, tmp_path) -> Iterator[ItemStore]:
+    """Milvus Lite only: for logic that does not depend on the backend, to keep the suite fast."""
+    yield from _open_store(request, tmp_path)
+
+
+def _open_store(request: pytest.FixtureRequest, tmp_path) -> Iterator[ItemStore]:
+    name = f"items_{uuid.uuid4().hex[:8]}"
+    if request.param == "lite":
+        s = ItemStore(str(tmp_path / "milvus.db"), name, dim=DIM, timeout=10)
+    else:
+        server = request.getfixturevalue("milvus_server")
+        s = ItemStore(server.uri, name, dim=DIM, timeout=10)
+    yield s
+    try:
+        s.drop()
+    finally:
+        s.close()
+
+
+def test_replace_then_count(store: ItemStore) -> None:
+    ids, vecs = catalogue(300, seed=1)
+    assert store.count() == 0
+    assert not store.is_loaded()
+    assert store.replace_items(ids, vecs, index_type="FLAT") == 300
+    assert store.count() == 300
+    assert store.is_loaded()
+    assert store.ping()
+
+
+def test_rerun_replaces_without_duplicates_and_changes_vectors(store: ItemStore) -> None:
+    ids, old = catalogue(200, seed=2)
+    _, new = catalogue(200, seed=3)
+    store.replace_items(ids, old, index_type="FLAT")
+    q = new[:3]
+    store.replace_items(ids, new, index_type="FLAT")
+    assert store.count() == 200
+    got, scores = store.search(q, 1)
+    # Each new vector is its own best match only if the new data is what is served.
+    np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(new, q, 1)[:, 0]])
+    np.testing.assert_allclose(scores[:, 0], np.sum(q * new[exact_top_k(new, q, 1)[:, 0]], axis=1),
+                               rtol=1e-4)
+    # Only the served physical collection remains (old one dropped, no duplicates).
+    assert len(store._physical_names()) == 1
+
+
+def test_flat_search_equals_numpy_exact(lite_store: ItemStore) -> None:
+    ids, vecs = catalogue(500, seed=4)
+    lite_store.replace_items(ids, vecs, index_type="FLAT")
+    q = np.random.default_rng(5).standard_normal((7, DIM)).astype(np.float32)
+    got, scores = lite_store.search(q, 20)
+    want = exact_top_k(vecs, q, 20)
+    np.testing.assert_array_equal(got, ids[want])
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ vecs.T, want, axis=1), rtol=1e-4)
+    assert got.dtype == np.int64 and scores.dtype == np.float32
+
+
+def test_default_ann_index_recall(lite_store: ItemStore) -> None:
+    # Clustered vectors, as trained embeddings are; the backend's default index type.
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((50, DIM)).astype(np.float32)
+    n = 4000
+    vecs = centres[rng.integers(0, 50, n)] + 0.5 * rng.standard_normal((n, DIM)).astype(np.float32)
+    ids = np.arange(10, 10 + n, dtype=np.int64)
+    lite_store.replace_items(ids, vecs)
+    q = centres[rng.integers(0, 50, 64)] + 0.5 * rng.standard_normal((64, DIM)).astype(np.float32)
+    got, _ = lite_store.search(q, 50)
+    want = ids[exact_top_k(vecs, q, 50)]
+    recall = np.mean([len(set(g) & set(w)) / 50 for g, w in zip(got, want)])
+    assert recall >= 0.98, recall
+
+
+def test_one_request_for_many_vectors_with_padding(lite_store: ItemStore) -> None:
+    ids, vecs = catalogue(30, seed=7)
+    lite_store.replace_items(ids, vecs, index_type="FLAT")
+    client = lite_store._connect()
+    calls = []
+    real_search = client.search
+
+    def counting_search(*args, **kwargs):  # passes through to real Milvus, only counts
+        calls.append(len(kwargs["data"]))
+        return real_search(*args, **kwargs)
+
+    client.search = counting_search
+    try:
+        q = np.random.default_rng(8).standard_normal((12, DIM)).astype(np.float32)
+        got, scores = lite_store.search(q, 50)
+    finally:
+        del client.search
+    assert calls == [12]
+    assert got.shape == scores.shape == (12, 50)
+    np.testing.assert_array_equal(got[:, :30], ids[exact_top_k(vecs, q, 30)])
+    assert (got[:, 30:] == -1).all() and np.isneginf(scores[:, 30:]).all()
+
+
+def test_drop_then_count_zero_and_search_missing(store: ItemStore) -> None:
+    ids, vecs = catalogue(50, seed=9)
+    store.replace_items(ids, vecs, index_type="FLAT")
+    store.drop()
+    assert store.count() == 0
+    assert not store.is_loaded()
+    with pytest.raises(CollectionMissing):
+        store.search(vecs[:2], 5)
+    store.drop()  # dropping what is gone is not an error
+    assert store._names() == [] or all(not n.startswith(store.collection) for n in store._names())
+
+
+def test_searches_keep_answering_during_replace(store: ItemStore) -> None:
+    ids, vecs = catalogue(3000, seed=10)
+    store.replace_items(ids, vecs, index_type="FLAT")
+    _, new = catalogue(3000, seed=11)
+    store.batch_bytes = 16 * 1024  # many insert requests, so searches interleave with them
+    q = vecs[:4]
+    errors: list[BaseException] = []
+    empty = answered = 0
+    done = threading.Event()
+
+    def searcher() -> None:
+        nonlocal empty, answered
+        while not done.is_set():
+            try:
+                got, _ = store.search(q, 10)
+            except BaseException as exc:  # any failure is what this test is about
+                errors.append(exc)
+                continue
+            answered += 1
+            empty += int((got == -1).any())
+
+    t = threading.Thread(target=searcher)
+    t.start()
+    try:
+        store.replace_items(ids, new, index_type="FLAT")
+        time.sleep(0.2)  # a few searches after the switch too
+    finally:
+        done.set()
+        t.join(timeout=30)
+    assert errors == [] and empty == 0
+    assert answered >= 5
+    got, _ = store.search(new[:3], 1)
+    np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(new, new[:3], 1)[:, 0]])
+
+
+class _BadBatchStore(ItemStore):
+    """Sends Milvus a malformed batch (wrong vector length) as its 3rd insert request."""
+
+    batches = 0
+
+    def _insert_batch(self, physical: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.batches += 1
+        if self.batches == 3:
+            vectors = vectors[:, : self.dim - 1]
+        super()._insert_batch(physical, ids, vectors)
+
+
+def test_failure_midway_keeps_served_collection(store: ItemStore) -> None:
+    ids, vecs = catalogue(400, seed=12)
+    store.replace_items(ids, vecs, index_type="FLAT")
+    served = store._physical_names()
+    bad = _BadBatchStore(store.uri, store.collection, dim=DIM, timeout=10)
+    bad.batch_bytes = 4 * 1024  # ~50 rows a batch
+    _, new = catalogue(400, seed=13)
+    try:
+        with pytest.raises(Exception) as info:
+            bad.replace_items(ids, new, index_type="FLAT")
+        assert not isinstance(info.value, (CollectionMissing, MilvusUnavailable))
+        assert bad.batches == 3
+    finally:
+        bad.close()
+    assert store._physical_names() == served  # the partial collection was dropped
+    assert store.count() == 400
+    got, _ = store.search(vecs[:3], 1)
+    np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(vecs, vecs[:3], 1)[:, 0]])  # old data
+    assert store.replace_items(ids, new, index_type="FLAT") == 400
+    got, _ = store.search(new[:3], 1)
+    np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(new, new[:3], 1)[:, 0]])
+
+
+def test_leftover_of_a_killed_replace_is_cleaned_up(lite_store: ItemStore) -> None:
+    ids, vecs = catalogue(100, seed=14)
+    lite_store.replace_items(ids, vecs, index_type="FLAT")
+    # What a replace killed mid-insert leaves: an unpointed physical collection with rows.
+    leftover = f"{lite_store.collection}__v1"
+    client = lite_store._connect()
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=DIM)
+    client.create_collection(leftover, schema=schema)
+    client.insert(leftover, [{"id": 1, "embedding": vecs[0].tolist()}])
+    assert leftover in lite_store._physical_names()
+    assert lite_store.count() == 100  # not served
+    lite_store.replace_items(ids, vecs, index_type="FLAT")
+    assert leftover not in lite_store._names()
+    assert len(lite_store._physical_names()) == 1
+
+
+@pytest.mark.parametrize(
+    ("ids", "vecs", "message"),
+    [
+        (np.array([1, 2]), np.zeros((2, DIM), np.float64), "float32"),
+        (np.array([1, 2]), np.zeros((2, DIM + 1), np.float32), "shape"),
+        (np.array([1, 1]), np.zeros((2, DIM), np.float32), "unique"),
+        (np.array([-1, 2]), np.zeros((2, DIM), np.float32), ">= 0"),
+        (np.array([1.0, 2.0]), np.zeros((2, DIM), np.float32), "integer"),
+        (np.array([], np.int64), np.zeros((0, DIM), np.float32), "empty"),
+        (np.array([1, 2]), np.full((2, DIM), np.nan, np.float32), "NaN"),
+    ],
+)
+def test_replace_validates_inputs(tmp_path, ids, vecs, message) -> None:
+    s = ItemStore(str(tmp_path / "v.db"), "items", dim=DIM)
+    with pytest.raises(ValueError, match=message):
+        s.replace_items(ids, vecs)
+    s.close()
+
+
+def test_search_and_constructor_validate_inputs(tmp_path) -> None:
+    s = ItemStore(str(tmp_path / "v.db"), "items", dim=DIM)
+    with pytest.raises(ValueError, match="shape"):
+        s.search(np.zeros((2, DIM + 1), np.float32), 5)
+    with pytest.raises(ValueError, match="top_k"):
+        s.search(np.zeros((2, DIM), np.float32), 0)
+    with pytest.raises(ValueError, match="index_type"):
+        s.replace_items(np.array([1]), np.zeros((1, DIM), np.float32), index_type="HNSW")
+    s.close()
+    with pytest.raises(ValueError, match="uri"):
+        ItemStore("localhost:19530", "items")
+    with pytest.raises(ValueError, match="collection name"):
+        ItemStore(str(tmp_path / "v.db"), "bad-name")
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_server_down_raises_unavailable_then_recovers(milvus_server) -> None:
+    s = ItemStore(milvus_server.uri, f"outage_{uuid.uuid4().hex[:8]}", dim=DIM, timeout=3)
+    ids, vecs = catalogue(100, seed=15)
+    s.replace_items(ids, vecs, index_type="FLAT")
+    milvus_server.stop()
+    try:
+        for call in (lambda: s.search(vecs[:2], 5), s.count, lambda: s.replace_items(ids, vecs)):
+            t0 = time.monotonic()
+            with pytest.raises(MilvusUnavailable):
+                call()
+            assert time.monotonic() - t0 < 3 + 2  # the timeout, plus slack for a loaded CI
+        assert s.ping() is False
+    finally:
+        milvus_server.start()
+    # The same object recovers by itself: no reconnect call, the next calls just work.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            got, _ = s.search(vecs[:2], 1)
+            break
+        except MilvusUnavailable:  # the server reloads its collections after a restart
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(vecs, vecs[:2], 1)[:, 0]])
+    assert s.count() == 100 and s.ping()
+    s.drop()
+    s.close()
