@@ -6,6 +6,7 @@ works on its own collection name so they do not see each other's data.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -295,3 +296,14 @@ def test_server_down_raises_unavailable_then_recovers(milvus_server) -> None:
     assert s.count() == 100 and s.ping()
     s.drop()
     s.close()
+
+
+def test_a_lite_file_in_milvus_uri_does_not_break_the_import(tmp_path):
+    """pymilvus refuses to import when MILVUS_URI is not http(s)://; ours may be a .db file."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MILVUS_URI": str(tmp_path / "items.db")}
+    done = subprocess.run([sys.executable, "-c", "import mind.milvus_store"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

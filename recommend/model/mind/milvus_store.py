@@ -19,6 +19,7 @@ One replace at a time per collection (the service serialises them; a lock here d
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -26,7 +27,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
+
+# pymilvus reads MILVUS_URI when it is imported and refuses to import at all unless it is
+# http(s)://. Ours may name a Milvus Lite file (design.md §5); callers read it themselves and
+# pass the URI explicitly, so hide a file path from pymilvus.
+_env_uri = os.environ.get("MILVUS_URI", "")
+if _env_uri and not _env_uri.startswith(("http://", "https://")):
+    os.environ.pop("MILVUS_URI")
+
+from pymilvus import DataType, MilvusClient, MilvusException  # noqa: E402
 
 __all__ = ["MilvusUnavailable", "CollectionMissing", "ItemStore", "DEFAULT_INDEX", "INDEX_TYPES"]
 
