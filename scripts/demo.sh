@@ -34,7 +34,7 @@ stage "2/6 Training MIND (python -u trainer.py -m $CONFIG)"
 (cd "$ROOT/recommend/model" && "$PY" -u trainer.py -m "$CONFIG")
 
 stage "3/6 Evaluating on held-out test users through Milvus Lite, with baselines"
-(cd "$ROOT/recommend/model" && "$PY" -u infer.py -m "$CONFIG" -top_n 50 --baselines)
+(cd "$ROOT/recommend/model" && "$PY" -u infer.py -m "$CONFIG" -top_n 50 --baselines --curve)
 
 stage "4/6 Starting the recall service on $BASE (log: recommend/uvicorn.log)"
 if curl -s -o /dev/null "$BASE/healthz"; then

@@ -96,8 +96,8 @@ def result_record(result: EvalResult, epoch: int | None, load_seconds: float | N
     return record
 
 
-def plot_curve(records: list[dict], path: Path) -> Path | None:
-    """Recall@K for each method; skipped quietly without matplotlib."""
+def _pyplot():
+    """matplotlib's pyplot on a file-only backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -105,19 +105,44 @@ def plot_curve(records: list[dict], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for rec in records:
-        ks = sorted(int(k) for k in rec["metrics"])
-        label = rec["name"] + (f" (epoch {rec['epoch']})" if rec["epoch"] is not None else "")
-        ax.plot(ks, [rec["metrics"][str(k)]["recall"] for k in ks], marker="o", label=label)
-    ax.set_xlabel("K")
-    ax.set_ylabel("Recall@K")
+    return plt
+
+
+def _save(plt, fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_curve(records: list[dict], path: Path) -> Path | None:
+    """Recall@K against K for each method; skipped without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for rec in records:
+        ks = sorted(int(k) for k in rec["metrics"])
+        label = rec["name"] + (f" (epoch {rec['epoch']})" if rec["epoch"] is not None else "")
+        ax.plot(ks, [rec["metrics"][str(k)]["recall"] for k in ks], marker="o", label=label)
+    return _save(plt, fig, ax, "K", "Recall@K", path)
+
+
+def plot_epochs(records: list[dict], top_n: int, path: Path) -> Path | None:
+    """Recall/NDCG/HitRate@top_n against the epoch; skipped without matplotlib."""
+    plt = _pyplot()
+    epochs = [r for r in records if r["epoch"] is not None]
+    if plt is None or len(epochs) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("recall", "ndcg", "hitrate"):
+        ax.plot([r["epoch"] for r in epochs],
+                [r["metrics"][str(top_n)][name] for r in epochs], marker="o", label=f"{name}@{top_n}")
+    return _save(plt, fig, ax, "epoch", "metric", path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                "search": args.search, "exclude_history": args.exclude_history, "results": records}
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"[infer] JSON results: {out}")
+    png = plot_epochs(records, args.top_n, out.with_name("metrics_by_epoch.png"))
+    if png:
+        print(f"[infer] metrics per epoch: {png}")
     if args.curve:
         curve = [r for r in records if r["epoch"] in (None, best["epoch"])]
         png = plot_curve(curve, out.with_name("recall_curve.png"))
