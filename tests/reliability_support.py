@@ -395,3 +395,94 @@ def raw_http(port: int, head: bytes, body_chunks: Iterator[bytes], timeout: floa
             raise ConnectionError(f"the server closed the connection without an answer after {sent} bytes")
         answer.sent = sent
         return answer
+
+
+# ---------------------------------------------------------------------------- scenarios
+def traffic_report(answers: Sequence[Answer], expected: dict[str, list[Any]]) -> dict[str, Any]:
+    """Statuses, latencies and how the 200 answers compare with the allowed ones.
+
+    ``expected`` maps a path to the answers a 200 may carry (e.g. the old and the new item
+    set's answer for the same request); ``matched`` counts per allowed answer, by position.
+    """
+    statuses = collections.Counter(a.status for a in answers)
+    unexpected: list[dict[str, Any]] = []
+    matched = {path: [0] * len(allowed) for path, allowed in expected.items()}
+    empty = 0
+    for a in answers:
+        if a.status != 200:
+            continue
+        if isinstance(a.body, list) and (not a.body or any(not row for row in a.body)):
+            empty += 1
+        allowed = expected.get(a.path)
+        if allowed is None:
+            continue
+        if a.body in allowed:
+            matched[a.path][allowed.index(a.body)] += 1
+        else:
+            unexpected.append({"path": a.path, "body": str(a.body)[:300]})
+    return {
+        "requests": len(answers),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "transport_errors": statuses.get(0, 0),
+        "empty_answers": empty,
+        "unexpected_answers": len(unexpected),
+        "unexpected_examples": unexpected[:5],
+        "matched": matched,
+        **percentiles([a.seconds for a in answers]),
+    }
+
+
+def outage_under_traffic(service: Service, server: Any, requests: Sequence[tuple[str, Any]],
+                         expected: dict[str, list[Any]], clients: int = 4,
+                         outage_seconds: float = 3.0, recover_timeout: float = 120.0,
+                         ) -> dict[str, Any]:
+    """Stop the Milvus server while ``clients`` send ``requests`` to ``service``; start it again.
+
+    Returns the traffic report plus: the 503 answers and whether each carried the message,
+    /healthz during the outage, the slowest answer, and the recovery time (from the server
+    answering again to the service's first 200 after the outage), all without restarting
+    the service.
+    """
+    traffic = Traffic(service.base, requests, clients=clients, timeout=120)
+    with traffic, httpx.Client(base_url=service.base, timeout=10) as probe:
+        time.sleep(1.0)
+        t_stop = time.monotonic()
+        server.stop()
+        t_stopped = time.monotonic()
+        time.sleep(outage_seconds)
+        health = probe.get("/healthz").status_code
+        ready = probe.get("/readyz").status_code
+        t_start = time.monotonic()
+        server.start()
+        t_up = time.monotonic()
+        recovered_at = None
+        deadline = t_up + recover_timeout
+        while time.monotonic() < deadline:
+            after = [a for a in traffic.snapshot() if a.t >= t_up]
+            last_bad = max((a.t for a in after if a.status != 200), default=t_up)
+            good = [a for a in after if a.status == 200 and a.t > last_bad]
+            if len(good) >= clients * 3:  # answers have resumed and keep coming
+                recovered_at = min(a.t + a.seconds for a in good)
+                break
+            time.sleep(0.5)
+        time.sleep(1.0)
+    answers = traffic.snapshot()
+    unavailable = [a for a in answers if a.status == 503]
+    report = traffic_report(answers, expected)
+    report.update({
+        "server_stop_seconds": round(t_stopped - t_stop, 2),
+        "server_start_seconds": round(t_up - t_start, 2),
+        "answers_503": len(unavailable),
+        "answers_503_without_message": sum(
+            1 for a in unavailable
+            if not (isinstance(a.body, dict) and str(a.body.get("detail", "")).startswith(
+                "Milvus is unavailable"))),
+        "healthz_during_outage": health,
+        "readyz_during_outage": ready,
+        "max_latency_s": round(max((a.seconds for a in answers), default=0.0), 3),
+        "max_latency_503_s": round(max((a.seconds for a in unavailable), default=0.0), 3),
+        "recovery_seconds": None if recovered_at is None else round(recovered_at - t_up, 2),
+        "service_alive": service.alive(),
+        "service_starts": service.starts,
+    })
+    return report

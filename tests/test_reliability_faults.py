@@ -1,0 +1,287 @@
+"""Faults, kills and restarts against real `uvicorn main:app` processes and real Milvus.
+
+Already proven elsewhere and not repeated: one request during a server outage through
+TestClient (test_api.py), the store's behaviour when a replace fails midway or its leftover is
+found (test_milvus_store.py). Added here:
+* Milvus Lite: SIGKILL of the service during /rec/insert_data, then restarts (killed and
+  graceful): count and answers for fixed users unchanged, the next insert_data completes.
+* Milvus server (marked `server`):
+  - recall and count traffic during insert_data that switches to another model epoch's item
+    vectors sees the old answer or the new one, never an empty, partial or mixed one;
+  - SIGKILL of the service caught with a half-built collection in Milvus: the served
+    collection is intact after the restart, the next insert_data completes and cleans up;
+  - the Milvus server stopped under traffic: 503s with a message, none slower than the
+    configured timeout allows, the service stays up, answers resume without a restart;
+  - the service and the Milvus server both restarted: count and answers identical.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reliability_support import Service, Traffic, outage_under_traffic, traffic_report
+from support import MODEL_DIR, run, write_config
+
+TOKEN = "reliability-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+USERS = [[5, 17, 3], [40, 2], [1, 2, 3, 4, 5, 6, 7, 8], [399, 250], [123], [77, 78, 79, 80],
+         [10, 20, 30], [300, 301, 302, 303]]
+GOOD = {"top_k": 20, "hist_item": USERS}
+MILVUS_TIMEOUT = 2.0
+# A request may wait for a (re)connect and then one call, each bounded by MILVUS_TIMEOUT;
+# the rest is slack for a loaded 2-core machine.
+MAX_503_SECONDS = 3 * MILVUS_TIMEOUT + 4
+
+
+def answers(http: httpx.Client) -> tuple[list[list[int]], int]:
+    r = http.post("/rec/recall", json=GOOD)
+    assert r.status_code == 200, r.text
+    return r.json(), http.post("/rec/count").json()["count"]
+
+
+def insert(http: httpx.Client) -> int:
+    r = http.post("/rec/insert_data", headers=AUTH, timeout=600)
+    assert r.status_code == 200, r.text
+    return r.json()["count"]
+
+
+def wait_for_answers(http: httpx.Client, timeout: float = 120) -> None:
+    """Until recall answers 200 (a restarted Milvus server reloads its collections first)."""
+    deadline = time.monotonic() + timeout
+    while (r := http.post("/rec/recall", json=GOOD)).status_code != 200:
+        assert r.status_code == 503, r.text
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.5)
+
+
+class InsertInFlight:
+    """POST /rec/insert_data in a thread; `.answer` is the response or the transport error."""
+
+    def __init__(self, base: str) -> None:
+        self.answer: httpx.Response | Exception | None = None
+        self.thread = threading.Thread(target=self._run, args=(base,), daemon=True)
+        self.thread.start()
+
+    def _run(self, base: str) -> None:
+        try:
+            self.answer = httpx.post(f"{base}/rec/insert_data", headers=AUTH, timeout=300)
+        except httpx.HTTPError as exc:
+            self.answer = exc
+
+    def join(self) -> httpx.Response | Exception | None:
+        self.thread.join(timeout=310)
+        return self.answer
+
+
+# ------------------------------------------------------------------ Milvus Lite
+@pytest.mark.slow
+def test_lite_sigkill_during_insert_data_keeps_the_served_data(tiny_model, tmp_path):
+    service = Service(tmp_path, {"MODEL_CONFIG_PATH": str(tiny_model[0]),
+                                 "MILVUS_URI": str(tmp_path / "items.db"), "API_TOKEN": TOKEN})
+    service.start()
+    try:
+        with service.client() as http:
+            n = insert(http)
+            before = answers(http)
+            assert before[1] == n
+            for _attempt in range(10):  # the insert may finish before it is caught running
+                inflight = InsertInFlight(service.base)
+                caught = False
+                deadline = time.monotonic() + 30
+                while inflight.answer is None and time.monotonic() < deadline:
+                    checks = http.get("/readyz").json()["checks"]
+                    if checks.get("insert_data") == "running":
+                        service.kill()
+                        caught = True
+                        break
+                inflight.join()
+                if caught:
+                    break
+            else:
+                pytest.fail("insert_data was never caught running")
+            assert isinstance(inflight.answer, httpx.TransportError), inflight.answer
+            assert not service.alive()
+
+        service.start()  # same file, a new process: the Lite child died with the old one
+        with service.client() as http:
+            assert answers(http) == before
+            assert http.get("/readyz").status_code == 200
+            assert insert(http) == n  # the next insert completes
+            assert answers(http) == before
+    finally:
+        service.stop()
+
+
+# ------------------------------------------------------------------ Milvus server
+@pytest.fixture(scope="module")
+def two_epochs(tiny_model, tmp_path_factory) -> Path:
+    """The tiny data trained for 2 epochs: epoch 0 and epoch 1 have different item vectors."""
+    root = tmp_path_factory.mktemp("two_epochs")
+    data = Path(tiny_model[0]).parent / "data"
+    config = write_config(
+        root / "config.yaml", data, root / "model",
+        runner={"epochs": 2, "train_batch_size": 64, "samples_per_epoch": 640,
+                "print_interval": 1000, "infer_end_epoch": 0, "seed": 11},
+        hyper={"neg_samples": 64, "optimizer": {"class": "Adam", "learning_rate": 0.01}},
+    )
+    run([sys.executable, "-u", "trainer.py", "-m", str(config)], cwd=MODEL_DIR, timeout=300)
+    return config
+
+
+class ServerSetup:
+    def __init__(self, server, service: Service, config: Path, collection: str) -> None:
+        self.server, self.service, self.config, self.collection = server, service, config, collection
+
+    def physical(self) -> list[str]:
+        """The item store's physical collections (<name>__v<generation>) on the server."""
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.server.uri, timeout=10)
+        try:
+            names = client.list_collections(timeout=10)
+        finally:
+            client.close()
+        return sorted(n for n in names if n.startswith(f"{self.collection}__v"))
+
+
+@pytest.fixture(scope="module")
+def on_server(request, two_epochs, tmp_path_factory) -> Iterator[ServerSetup]:
+    """A service serving epoch 1 on the session's Milvus server, its own collection."""
+    server = request.getfixturevalue("milvus_server")
+    collection = f"rel_{uuid.uuid4().hex[:8]}"
+    service = Service(tmp_path_factory.mktemp("reliability_server"), {
+        "MODEL_CONFIG_PATH": str(two_epochs), "EPOCH_NUM": "1", "MILVUS_URI": server.uri,
+        "DEFAULT_COLLECTION": collection, "API_TOKEN": TOKEN,
+        "MILVUS_TIMEOUT": str(MILVUS_TIMEOUT)})
+    service.start()
+    setup = ServerSetup(server, service, two_epochs, collection)
+    try:
+        yield setup
+    finally:
+        try:
+            if service.alive():
+                httpx.post(f"{service.base}/qa/drop", headers=AUTH, timeout=60)
+        finally:
+            service.stop()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_recall_during_insert_data_sees_the_old_or_the_new_items_never_a_mix(on_server):
+    from mind.milvus_store import ItemStore
+    from mind.user_tower import UserTower
+
+    # Epoch 0's items loaded by another writer (the store module, as infer.py does).
+    ids0, vectors0 = UserTower.load(on_server.config, 0).item_embeddings()
+    store = ItemStore(on_server.server.uri, on_server.collection, dim=vectors0.shape[1], timeout=30)
+    try:
+        store.replace_items(ids0, vectors0)
+        with on_server.service.client() as http:
+            old, n = answers(http)
+            requests = [("/rec/recall", GOOD), ("/rec/count", None)]
+            # The service's own insert_data switches to epoch 1's items under traffic.
+            with Traffic(on_server.service.base, requests, clients=4, timeout=60) as traffic:
+                time.sleep(0.5)
+                assert insert(http) == n
+                time.sleep(0.5)
+            new, n_new = answers(http)
+            assert n_new == n
+            changed = sum(a != b for a, b in zip(old, new))
+            assert changed >= len(USERS) // 2, "the epochs are too alike to tell apart"
+            report = traffic_report(traffic.snapshot(), {"/rec/recall": [old, new],
+                                                         "/rec/count": [{"count": n}]})
+            print("insert under traffic:", json.dumps(report))
+            assert report["statuses"].keys() == {"200"}, report
+            assert report["empty_answers"] == report["unexpected_answers"] == 0, report
+            old_seen, new_seen = report["matched"]["/rec/recall"]
+            assert old_seen > 0 and new_seen > 0, "the traffic did not overlap the insert"
+
+            # And back to epoch 0 through the store while the service keeps answering.
+            with Traffic(on_server.service.base, requests, clients=4, timeout=60) as traffic:
+                time.sleep(0.5)
+                store.replace_items(ids0, vectors0)
+                time.sleep(0.5)
+            report = traffic_report(traffic.snapshot(), {"/rec/recall": [new, old],
+                                                         "/rec/count": [{"count": n}]})
+            print("store replace under traffic:", json.dumps(report))
+            assert report["statuses"].keys() == {"200"}, report
+            assert report["empty_answers"] == report["unexpected_answers"] == 0, report
+            assert answers(http) == (old, n)
+    finally:
+        store.close()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_sigkill_during_insert_data_leaves_the_served_collection_intact(on_server):
+    service = on_server.service
+    with service.client() as http:
+        n = insert(http)
+        before = answers(http)
+    assert len(on_server.physical()) == 1
+    inflight = InsertInFlight(service.base)
+    deadline = time.monotonic() + 120
+    # Kill when the new physical collection exists beside the served one: half-built.
+    while len(on_server.physical()) < 2:
+        assert inflight.answer is None, f"insert_data ended before it was caught: {inflight.answer}"
+        assert time.monotonic() < deadline, "the new collection never appeared"
+        time.sleep(0.05)
+    service.kill()
+    assert isinstance(inflight.join(), httpx.TransportError)
+    assert len(on_server.physical()) == 2  # the half-built one is left behind, unserved
+
+    service.start()
+    with service.client() as http:
+        assert answers(http) == before and before[1] == n
+        assert insert(http) == n  # completes, and drops the leftover
+        assert len(on_server.physical()) == 1
+        assert answers(http) == before
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_milvus_server_stopped_under_traffic_503s_then_resumes_without_a_restart(on_server):
+    service = on_server.service
+    with service.client() as http:
+        insert(http)
+        before, n = answers(http)
+    starts = service.starts
+    report = outage_under_traffic(
+        service, on_server.server, [("/rec/recall", GOOD), ("/rec/count", None)],
+        expected={"/rec/recall": [before], "/rec/count": [{"count": n}]}, clients=4)
+    print("outage:", json.dumps(report))
+    assert report["service_alive"] and service.starts == starts  # never restarted
+    assert report["healthz_during_outage"] == 200 and report["readyz_during_outage"] == 503
+    assert set(report["statuses"]) <= {"200", "503"}, report
+    assert report["answers_503"] > 0 and report["answers_503_without_message"] == 0, report
+    assert report["transport_errors"] == 0
+    assert report["max_latency_s"] <= MAX_503_SECONDS, report
+    assert report["recovery_seconds"] is not None, report
+    # Every 200, before, during the shutdown and after the restart, is the right answer.
+    assert report["unexpected_answers"] == report["empty_answers"] == 0, report
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_service_and_milvus_server_restarted_answer_identically(on_server):
+    service = on_server.service
+    with service.client() as http:
+        insert(http)
+        before = answers(http)
+    service.stop()
+    on_server.server.stop()
+    on_server.server.start()
+    service.start()
+    with service.client() as http:
+        wait_for_answers(http)
+        assert answers(http) == before
+        assert http.get("/readyz").status_code == 200
