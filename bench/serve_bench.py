@@ -1,0 +1,240 @@
+"""Serving: /rec/recall over HTTP on loopback against uvicorn (a subprocess), per backend.
+
+For Milvus Lite and the Milvus server: start `uvicorn main:app` exactly as the README does,
+time POST /rec/insert_data of the whole catalogue, then
+  * latency (median, p95, p99) of sequential requests of 1, 16 and 128 users;
+  * throughput and latency of 1-user requests under 1, 4 and 16 concurrent clients, from the
+    load generator below (httpx.AsyncClient on asyncio, one process, bounded by time and
+    request count; it shares the 2 cores with the service, which the figures include);
+  * service RSS (uvicorn, and with its children: the Milvus Lite process);
+  * raw search of the same users' interest vectors straight through ItemStore against the
+    service's own collection, batched 128 users per call and one user per call;
+  * the limit: the same searches in process with exact numpy and a faiss IVF index.
+
+    python bench/serve_bench.py [--profile quick] [--backends lite,server] [--milvus-uri URI]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import common
+from common import Profile, log, summary_ms
+
+TOP_K = 50
+COLLECTION = "bench_serve"
+# paddle installs a root log handler at INFO, which would print a line per httpx request.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class Service:
+    """`uvicorn main:app` in recommend/, on a free loopback port."""
+
+    def __init__(self, config: Path, milvus_uri: str, log_path: Path):
+        from support import free_port  # tests/support.py
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "MODEL_CONFIG_PATH": str(config), "MILVUS_URI": milvus_uri,
+               "EPOCH_NUM": "0", "DEFAULT_COLLECTION": COLLECTION, "MILVUS_TIMEOUT": "120",
+               "MAX_BODY_BYTES": str(8 << 20)}
+        env.pop("API_TOKEN", None)
+        self.log_file = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "warning"],
+            cwd=common.SERVICE_DIR, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180) -> float:
+        import httpx
+
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {self.proc.returncode}; log {self.log_file.name}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"uvicorn not up after {timeout}s; log {self.log_file.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log_file.close()
+
+
+def _body(histories: list[list[int]]) -> dict[str, Any]:
+    return {"top_k": TOP_K, "hist_item": histories}
+
+
+def sequential_latency(url: str, histories: list[list[int]], users: int, reps: int) -> dict[str, float]:
+    import httpx
+
+    times = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for i in range(reps + 1):
+            lo = (i * users) % max(1, len(histories) - users + 1)
+            t0 = time.perf_counter()
+            r = client.post("/rec/recall", json=_body(histories[lo:lo + users]))
+            dt = time.perf_counter() - t0
+            r.raise_for_status()
+            if i:  # the first request is the warm-up
+                times.append(dt)
+    return summary_ms(times)
+
+
+async def _load(url: str, histories: list[list[int]], clients: int, seconds: float,
+                max_requests: int) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    stop_at = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def worker() -> None:
+            nonlocal counter, errors
+            while time.perf_counter() < stop_at and counter < max_requests:
+                i = counter
+                counter += 1
+                t0 = time.perf_counter()
+                r = await client.post("/rec/recall", json=_body([histories[i % len(histories)]]))
+                latencies.append(time.perf_counter() - t0)
+                errors += r.status_code != 200
+
+        # one warm-up request per client connection
+        await asyncio.gather(*(client.post("/rec/recall", json=_body([histories[0]]))
+                               for _ in range(clients)))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(latencies), "errors": errors,
+            "seconds": elapsed, "users_per_s": len(latencies) / elapsed, **summary_ms(latencies)}
+
+
+def load_test(url: str, histories: list[list[int]], clients: int, seconds: float,
+              max_requests: int) -> dict[str, Any]:
+    return asyncio.run(_load(url, histories, clients, seconds, max_requests))
+
+
+def raw_search(search, vectors: np.ndarray, per_vector: int, users_per_call: int) -> dict[str, float]:
+    """users/s searching [U, K, D] vectors `users_per_call` users per call, as the service would."""
+    u, k, d = vectors.shape
+    flat = vectors.reshape(u * k, d)
+    search(flat[: k * users_per_call], per_vector)  # warm-up
+    times = []
+    for lo in range(0, u, users_per_call):
+        t0 = time.perf_counter()
+        search(flat[lo * k:(lo + users_per_call) * k], per_vector)
+        times.append(time.perf_counter() - t0)
+    return {"users_per_call": users_per_call, "users_per_s": u / sum(times),
+            "call": summary_ms(times)}
+
+
+def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: list[list[int]],
+                  server_uri: str | None) -> dict[str, Any]:
+    import httpx
+    from mind.milvus_store import ItemStore
+
+    uri = common.backend_uri(backend, "serve", server_uri)
+    svc = Service(cfg, uri, common.WORK / f"uvicorn_{backend}.log")
+    out: dict[str, Any] = {}
+    try:
+        out["startup_seconds"] = svc.wait_ready()
+        t0 = time.perf_counter()
+        r = httpx.post(svc.url + "/rec/insert_data", timeout=1800)
+        r.raise_for_status()
+        out["insert_data_seconds"] = time.perf_counter() - t0
+        out["insert_data_reply"] = r.json()
+        log(f"serve {backend}: up in {out['startup_seconds']:.1f}s; insert_data "
+            f"{out['insert_data_seconds']:.1f}s")
+        out["latency"] = {}
+        for users, reps in profile.lat_reps:
+            out["latency"][str(users)] = lat = sequential_latency(svc.url, histories, users, reps)
+            log(f"serve {backend}: {users} user(s)/request: median {lat['median_ms']:.1f} ms, "
+                f"p95 {lat['p95_ms']:.1f}, p99 {lat['p99_ms']:.1f}")
+        out["load"] = {}
+        for c in profile.concurrency:
+            out["load"][str(c)] = ld = load_test(svc.url, histories, c, profile.load_seconds,
+                                                 profile.load_max_requests)
+            log(f"serve {backend}: {c} clients: {ld['users_per_s']:.0f} users/s, median "
+                f"{ld['median_ms']:.1f} ms, p99 {ld['p99_ms']:.1f} ms ({ld['requests']} requests, "
+                f"{ld['errors']} errors)")
+        out["memory"] = common.tree_rss_mb(svc.proc.pid)
+    finally:
+        svc.stop()
+    # After the service stops: Milvus Lite opens a .db file in one process at a time.
+    # Raw search of the same users' vectors against the service's own collection, with the
+    # per-vector limit the service asks for (top_k + history length when excluding history).
+    vectors = tower.interests(histories)
+    per_vector = TOP_K + max(len(np.unique(tower.known_items(h))) for h in histories)
+    store = ItemStore(uri, COLLECTION, dim=tower.dim, timeout=120)
+    try:
+        out["raw_search"] = {"batched": raw_search(store.search, vectors, per_vector, 128),
+                             "per_user": raw_search(store.search, vectors, per_vector, 1),
+                             "per_vector_k": per_vector}
+    finally:
+        store.close()
+    raw = out["raw_search"]
+    log(f"serve {backend}: raw search {raw['batched']['users_per_s']:.0f} users/s batched by "
+        f"128, {raw['per_user']['users_per_s']:.0f} users/s one user per call; "
+        f"service RSS {out['memory']['rss_mb']:.0f} MB (tree {out['memory']['tree_rss_mb']:.0f} MB)")
+    return out
+
+
+def limits(tower, histories: list[list[int]]) -> dict[str, Any]:
+    """In-process search of the same vectors: the ceiling for serving on this machine."""
+    from store_bench import in_process_limits
+
+    ids, items = tower.item_embeddings()
+    vectors = tower.interests(histories)
+    per_vector = TOP_K + max(len(np.unique(tower.known_items(h))) for h in histories)
+    out = {}
+    for name, backend in in_process_limits(ids, items).items():
+        out[name] = {"batched": raw_search(backend.search, vectors, per_vector, 128),
+                     "per_user": raw_search(backend.search, vectors, per_vector, 1)}
+        log(f"serve limit {name}: {out[name]['batched']['users_per_s']:.0f} users/s batched by "
+            f"128, 1 user {out[name]['per_user']['call']['median_ms']:.2f} ms")
+    return out
+
+
+def run(profile: Profile, backends=("lite", "server"), server_uri: str | None = None,
+        **_: Any) -> dict[str, Any]:
+    cfg = common.ensure_model(profile)
+    tower = common.load_tower(profile)
+    n_users = max(256, max(u for u, _ in profile.lat_reps))
+    histories = [[int(i) for i in h] for h in common.eval_users(profile, n_users).histories]
+    log(f"serve: {len(histories)} distinct user histories, backends {','.join(backends)}")
+    out: dict[str, Any] = {"load_generator": "httpx.AsyncClient (asyncio), in the bench process",
+                           "users": len(histories)}
+    for b in backends:
+        out[b] = bench_backend(b, profile, cfg, tower, histories, server_uri)
+    out["limit"] = limits(tower, histories)
+    return out
+
+
+def main() -> None:
+    common.cli(run, __doc__, backends="lite")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Smoke runs of the speed benchmarks (bench/) at their tiniest, so they do not rot.
+
+Each bench module runs its `tiny` profile (1,500 items, a few steps, a handful of requests) in a
+temporary work dir; only the shape of the results is checked, never the speed. The Milvus server
+backend is left out (one server per machine; tests/test_milvus_store.py covers it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory):
+    """The bench modules, with their work dir (data, model, Lite files) in a temp dir."""
+    os.environ["BENCH_WORK"] = str(tmp_path_factory.mktemp("bench_work"))
+    sys.path.insert(0, str(BENCH))
+    import common
+
+    common.WORK = Path(os.environ["BENCH_WORK"])
+    import eval_bench
+    import run
+    import serve_bench
+    import store_bench
+    import train_bench
+
+    run.WORK = common.WORK
+    yield {"common": common, "train": train_bench, "eval": eval_bench, "store": store_bench,
+           "serve": serve_bench, "run": run, "tiny": common.PROFILES["tiny"]}
+    sys.path.remove(str(BENCH))
+
+
+def test_exact_search_block_selection_matches_brute_force():
+    from mind.exact_search import ExactSearch
+
+    rng = np.random.default_rng(3)
+    for n, nq, k in [(5000, 7, 50), (1000, 3, 200), (40, 2, 50), (33, 4, 33), (70, 3, 65)]:
+        vectors = rng.standard_normal((n, 8)).astype(np.float32)
+        queries = rng.standard_normal((nq, 8)).astype(np.float32)
+        ids, scores = ExactSearch(np.arange(1, n + 1), vectors).search(queries, k)
+        full = queries @ vectors.T
+        want = -np.sort(-full, axis=1)[:, : min(k, n)]
+        np.testing.assert_allclose(scores[:, : min(k, n)], want, rtol=1e-5, atol=1e-5)
+        got = np.take_along_axis(full, np.maximum(ids[:, : min(k, n)] - 1, 0), axis=1)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert (ids[:, min(k, n):] == -1).all()
+
+
+@pytest.mark.slow
+def test_train_bench_tiny(bench):
+    out = bench["train"].run(bench["tiny"])
+    assert out["samples_per_s"] > 0 and out["limit_fwd_bwd_samples_per_s"] > 0
+    assert set(out["ms_per_step"]) == {"read", "forward", "backward", "step"}
+    assert out["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_eval_and_store_bench_tiny(bench):
+    ev = bench["eval"].run(bench["tiny"], backends=("exact", "lite"))
+    for b in ("exact", "lite"):
+        assert ev[b]["users"] == bench["tiny"].eval_users
+        assert ev[b]["e2e_users_per_s"] > 0 and ev[b]["raw_search_users_per_s"] > 0
+        assert abs(sum(ev[b]["share"].values()) - 1) < 0.05
+    st = bench["store"].run(bench["tiny"], backends=("lite",))
+    assert st["lite"]["recall@50_vs_exact"] > 0.9  # FLAT is exact
+    assert st["exact_numpy"]["recall@50_vs_exact"] == 1.0
+    assert st["lite"]["search_4"]["median_ms"] > 0
+
+
+@pytest.mark.slow
+def test_serve_bench_tiny(bench):
+    out = bench["serve"].run(bench["tiny"], backends=("lite",))
+    lite = out["lite"]
+    assert lite["insert_data_reply"]["count"] > 0
+    assert set(lite["latency"]) == {"1", "16", "128"}
+    assert all(x["errors"] == 0 and x["requests"] > 0 for x in lite["load"].values())
+    assert lite["raw_search"]["batched"]["users_per_s"] > 0
+    assert "exact_numpy" in out["limit"]
+
+
+@pytest.mark.slow
+def test_run_writes_results_and_targets(bench, tmp_path):
+    rc = bench["run"].main(["--profile", "tiny", "--only", "train", "--out-dir", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "latest.json").read_text())
+    assert res["machine"]["cores"] >= 1 and res["machine"]["loadavg_start"]
+    assert [t["target"] for t in res["targets"]] == ["training samples/s"]
+    assert "## Targets" in (tmp_path / "latest.md").read_text()
+    # the baseline comparison: a figure 2x slower than its baseline is flagged
+    base = json.loads(json.dumps(res))
+    base["train"]["samples_per_s"] *= 2
+    rows = {r["metric"]: r for r in bench["run"].compare(res, base)}
+    assert rows["train.samples_per_s"]["slower"] and abs(rows["train.samples_per_s"]["ratio"] - 0.5) < 1e-9
