@@ -236,20 +236,19 @@ def run_load(base: str, bodies: Sequence[dict], clients: int, seconds: float,
 
 # ---------------------------------------------------------------------------- fuzz
 def fuzz(base: str, max_cases: int, seed: int = 0, timeout: float = 30,
-         recall_share: float = 0.7) -> dict[str, Any]:
+         recall_share: float = 0.7, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Send about ``max_cases`` schemathesis-generated requests to every operation of ``base``.
 
     Cases come from the live /openapi.json (so the service's own limits shape them), in both
     generation modes: positive (valid by the schema) and negative (violating it: wrong types,
     missing fields, out-of-range numbers, other media types). /rec/recall gets ``recall_share``
     of the budget, the rest is split over the other operations (whose input space is tiny, so
-    hypothesis may stop before its quota). Returns counts, a status histogram, the 5xx cases,
+    hypothesis may stop before its quota). ``headers`` (e.g. the bearer token) go with every
+    request. Returns counts, a status histogram, the 5xx cases,
     transport errors, and 4xx answers without a message.
     """
     import requests
     import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as hypothesis_seed
 
     raw = httpx.get(f"{base}/openapi.json", timeout=timeout).json()
     schema = schemathesis.openapi.from_dict(raw)
@@ -267,11 +266,16 @@ def fuzz(base: str, max_cases: int, seed: int = 0, timeout: float = 30,
     transport_errors: list[str] = []
     no_message: list[dict[str, Any]] = []
     generation_errors: list[str] = []
+    not_ready: list[str] = []
     session = requests.Session()
 
-    def send(case: Any) -> None:
+    def send(case: Any, mode: Any) -> None:
+        if mode == schemathesis.GenerationMode.POSITIVE and isinstance(case.body, (dict, list)):
+            # JSON Schema's "integer" admits 5.0, which this API refuses on purpose (test_api.py
+            # checks that 422); sending 5 instead keeps positive cases on the path that searches.
+            case.body = _integral_floats_to_int(case.body)
         try:
-            response = case.call(base_url=base, session=session, timeout=timeout)
+            response = case.call(base_url=base, session=session, headers=headers, timeout=timeout)
         except requests.RequestException as exc:
             transport_errors.append(f"{case.operation.label}: {type(exc).__name__}: {exc}"[:500])
             return
@@ -279,7 +283,9 @@ def fuzz(base: str, max_cases: int, seed: int = 0, timeout: float = 30,
         histogram[status] += 1
         per_operation.setdefault(case.operation.label, collections.Counter())[status] += 1
         text = response.content.decode("utf-8", "replace")[:500]
-        if status >= 500:
+        if status == 503 and case.operation.path == "/readyz" and '"ready":false' in text:
+            not_ready.append(text)  # the probe's documented "not ready" (e.g. after a drop)
+        elif status >= 500:
             server_errors.append({"operation": case.operation.label, "status": status,
                                   "request": case.as_curl_command()[:2000], "answer": text})
         elif status >= 400:
@@ -300,13 +306,7 @@ def fuzz(base: str, max_cases: int, seed: int = 0, timeout: float = 30,
                 generation_errors.append(f"{op.label} {mode.value}: {type(exc).__name__}: {exc}"[:300])
                 continue
 
-            @hypothesis_seed(seed)
-            @settings(max_examples=n, deadline=None, database=None, derandomize=False,
-                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-            @given(case=strategy)
-            def run(case: Any) -> None:
-                send(case)
-
+            run = _runner(strategy, n, seed, lambda case, mode=mode: send(case, mode))
             try:
                 run()
             except Exception as exc:  # Unsatisfiable etc.: recorded, the run goes on
@@ -318,7 +318,9 @@ def fuzz(base: str, max_cases: int, seed: int = 0, timeout: float = 30,
         "status_histogram": {str(k): v for k, v in sorted(histogram.items())},
         "per_operation": {k: {str(s): n for s, n in sorted(v.items())}
                           for k, v in sorted(per_operation.items())},
+        # 5xx other than /readyz's documented 503 "not ready" answer.
         "server_errors_5xx": len(server_errors),
+        "readyz_not_ready_503": len(not_ready),
         "server_error_examples": server_errors[:10],
         "transport_errors": transport_errors[:10],
         "transport_error_count": len(transport_errors),
@@ -326,6 +328,31 @@ def fuzz(base: str, max_cases: int, seed: int = 0, timeout: float = 30,
         "answers_4xx_without_message_count": len(no_message),
         "generation_notes": generation_errors,
     }
+
+
+def _runner(strategy: Any, n: int, seed: int, call: Callable[[Any], None]) -> Callable[[], None]:
+    """A hypothesis run of ``n`` examples drawn from ``strategy``, each passed to ``call``."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=n, deadline=None, database=None, derandomize=False,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def run(case: Any) -> None:
+        call(case)
+
+    return run
+
+
+def _integral_floats_to_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_to_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats_to_int(v) for k, v in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------------------- raw HTTP

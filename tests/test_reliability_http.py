@@ -68,6 +68,7 @@ def running(tiny_model, tmp_path_factory) -> Iterator[Running]:
 # ------------------------------------------------------------------ fuzz
 def test_fuzz_every_operation_from_the_openapi_schema_gets_no_5xx(running):
     report = fuzz(running.service.base, max_cases=150, seed=7)
+    print("fuzz:", report["cases"], "cases", json.dumps(report["per_operation"]))
     assert report["server_errors_5xx"] == 0, json.dumps(report["server_error_examples"], indent=1)
     assert report["transport_error_count"] == 0, report["transport_errors"]
     assert report["answers_4xx_without_message_count"] == 0, report["answers_4xx_without_message"]
