@@ -71,6 +71,9 @@ def test_overrides_are_yaml_scalars(tmp_path: Path) -> None:
         ("hyper_parameters.capsual.init_std=0", r"init_std"),
         ("hyper_parameters.optimizer.class=Adamw", r"optimizer\.class"),
         ("runner.early_stopping_patience=2", r"valid_data_dir"),
+        ("hyper_parameters.neg_sampler=uniform", r"neg_sampler.*log_uniform or full"),
+        ("hyper_parameters.hard_neg_beta=-1", r"hard_neg_beta.*>= 0"),
+        ("hyper_parameters.hard_readout=yes_please", r"hard_readout.*true or false"),
     ],
 )
 def test_validation_names_the_key(tmp_path: Path, override: str, message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import paddle
 import pytest
@@ -136,3 +138,30 @@ def test_training_reduces_loss_on_a_fixed_batch() -> None:
         opt.clear_grad()
         losses.append(float(loss))
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_hard_readout_is_the_closest_interest_exactly() -> None:
+    caps = paddle.to_tensor(np.array([[[1.0, 0.0], [0.0, 1.0], [-1.0, -0.2]],
+                                      [[1.0, 0.0], [0.0, 1.0], [-1.0, -0.2]]], np.float32))
+    # Scores row 0: 0.3, 0.4, -0.38 (all inside (-1, 1): pow_p could not sharpen them);
+    # row 1: -0.5, -0.1, 0.52.
+    target = paddle.to_tensor(np.array([[0.3, 0.4], [-0.5, -0.1]], np.float32))
+    m = MIND(HyperConfig(item_count=5, embedding_dim=2, hidden_size=2, hard_readout=True))
+    np.testing.assert_allclose(m.label_aware_attention(caps, target).numpy(),
+                               [[0.0, 1.0], [-1.0, -0.2]])
+
+
+def test_full_negatives_give_the_exact_full_softmax() -> None:
+    paddle.seed(2)
+    m = tiny_model(k=2, maxlen=3, d=4, iters=2, items=9)
+    m = MIND(dataclasses.replace(m.hp, neg_sampler="full"))
+    m.eval()  # fixed routing logits, so the user vector below is the one the loss saw
+    hist = paddle.to_tensor(np.array([[1, 2, 0], [5, 6, 7]]))
+    target = np.array([4, 6])
+    loss = float(m(hist, paddle.to_tensor(target)))
+    caps = m.interests(hist)
+    table = m.item_emb.weight.numpy().astype(np.float64)
+    user = m.label_aware_attention(caps, paddle.to_tensor(table[target].astype(np.float32))).numpy()
+    logits = user.astype(np.float64) @ table[1:].T  # items 1..8: the padding row is never a class
+    want = np.mean([np.log(np.exp(row).sum()) - row[t - 1] for row, t in zip(logits, target)])
+    assert abs(loss - want) < 1e-5

@@ -100,3 +100,43 @@ def test_most_popular_counts_clicks_and_breaks_ties_by_id():
     mp = MostPopular(SEQS, item_count=5)
     assert mp.recommend(np.array([9]), 3).tolist() == [3, 1, 2]
     assert recommend_all(mp, [np.array([3])], 2, exclude_history=True)[0].tolist() == [1, 2]
+
+
+def test_round_robin_merge_by_hand():
+    # One user, K=2 lists of 3 hits. Interest 0 has the larger scores throughout, so a pooled
+    # sort would give it every place; round robin alternates (inside a round: by score).
+    ids = np.array([[1, 2, 3, 4, 2, 5]])
+    scores = np.array([[0.9, 0.8, 0.7, 0.3, 0.2, 0.1]], dtype=np.float32)
+    assert merge_hits(ids, scores, 4)[0].tolist() == [1, 2, 3, 4]
+    rr = merge_hits(ids, scores, 4, strategy="round_robin", lists=2)[0].tolist()
+    # Round 1: 1 (0.9), 4 (0.3); round 2: 2 (0.8), 2 again (dropped); round 3: 3, 5.
+    assert rr == [1, 4, 2, 3]
+    # Order inside a list comes from the scores, not from the input positions.
+    shuffled = merge_hits(ids[:, [2, 0, 1, 5, 3, 4]], scores[:, [2, 0, 1, 5, 3, 4]], 4,
+                          strategy="round_robin", lists=2)[0].tolist()
+    assert shuffled == rr
+    # History exclusion still applies.
+    assert merge_hits(ids, scores, 3, exclude=[np.array([1])], strategy="round_robin",
+                      lists=2)[0].tolist() == [4, 2, 3]
+
+
+def test_merge_rejects_unknown_strategy_and_bad_blocks():
+    ids = np.array([[1, 2, 3]])
+    scores = np.ones((1, 3), np.float32)
+    with pytest.raises(ValueError, match="merge strategy"):
+        merge_hits(ids, scores, 2, strategy="best")
+    with pytest.raises(ValueError, match="split into 2 lists"):
+        merge_hits(ids, scores, 2, strategy="round_robin", lists=2)
+
+
+def test_recall_round_robin_gives_each_interest_a_place():
+    tower = TinyTower()
+
+    def search(vectors, k):  # interest 0 scores far above interest 1 (a longer vector)
+        assert vectors.shape[0] == 2
+        ids = np.array([[1, 2, 5][:k], [3, 4, 5][:k]])
+        return ids, np.array([[9.0, 8.0, 7.0][:k], [1.0, 0.9, 0.8][:k]], np.float32)
+
+    pooled = recall(tower, search, [[1, 3]], top_k=3, exclude_history=False)
+    rr = recall(tower, search, [[1, 3]], top_k=3, exclude_history=False, merge="round_robin")
+    assert pooled == [[1, 2, 5]] and rr == [[1, 3, 2]]

@@ -76,3 +76,49 @@ def test_matches_full_softmax_in_expectation() -> None:
     no_corr = np.mean([_loss(user, items, target, s.sample(n_neg).numpy(),
                              np.zeros(n_neg, np.float32)) for _ in range(5)])
     assert abs(no_corr - full) > 0.1 * full
+
+
+def test_hard_negative_weights_by_hand() -> None:
+    """REMI re-weighting: negative j's term gets exp(beta s_j) / Z, Z self-normalised with 1/q."""
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(8, 3)).astype(np.float32)
+    user = rng.normal(size=(2, 3)).astype(np.float32)
+    target = np.array([2, 6])
+    neg = np.array([1, 2, 4, 5])  # 2 is row 0's target: an accidental hit, left out everywhere
+    log_q = np.array([0.3, -0.1, 0.2, -0.4], np.float32)
+    beta = 0.7
+    got = float(sampled_softmax_loss(
+        paddle.to_tensor(user), paddle.to_tensor(items[target]), paddle.to_tensor(target),
+        paddle.to_tensor(neg), paddle.to_tensor(items[neg]), paddle.to_tensor(log_q),
+        hard_neg_beta=beta,
+    ))
+
+    def row(u, t, keep):
+        s = items[neg[keep]].astype(np.float64) @ u
+        inv_q = np.exp(-log_q[keep].astype(np.float64))
+        z = (np.exp(beta * s) * inv_q).sum() / inv_q.sum()
+        w = np.exp(beta * s) / z
+        pos = u @ items[t]
+        return np.log(np.exp(pos) + (w * np.exp(s) * inv_q).sum()) - pos
+
+    want = (row(user[0], 2, [0, 2, 3]) + row(user[1], 6, [0, 1, 2, 3])) / 2
+    assert abs(got - want) < 1e-5
+    # The re-weighting changes the loss, and the same reference with beta = 0 is the plain loss.
+    assert abs(_loss(user, items, target, neg, log_q) - got) > 1e-3
+    beta = 0.0
+    plain = (row(user[0], 2, [0, 2, 3]) + row(user[1], 6, [0, 1, 2, 3])) / 2
+    assert abs(_loss(user, items, target, neg, log_q) - plain) < 1e-5
+
+
+def test_hard_negative_weights_average_to_one_over_uniform_full_sample() -> None:
+    """With every item once (log_q = 0), the weights are exp(beta s) / mean exp(beta s):
+    equal scores give weight 1 each, so the loss equals the plain one."""
+    items = np.tile(np.array([[0.5, -0.2]], np.float32), (6, 1))
+    items[0] = 0
+    user = np.array([[1.0, 2.0]], np.float32)
+    target = np.array([3])
+    neg = np.arange(1, 6)
+    log_q = np.zeros(5, np.float32)
+    args = [paddle.to_tensor(x) for x in (user, items[target], target, neg, items[neg], log_q)]
+    assert abs(float(sampled_softmax_loss(*args, hard_neg_beta=2.0))
+               - float(sampled_softmax_loss(*args))) < 1e-6

@@ -246,6 +246,9 @@ def _validate(r: RunnerConfig, h: HyperConfig) -> None:
          f"must equal embedding_dim ({h.embedding_dim}): interests and items are compared by "
          "inner product")
     need(h.pow_p > 0, "hyper_parameters.pow_p", "must be > 0")
+    need(h.neg_sampler in ("log_uniform", "full"), "hyper_parameters.neg_sampler",
+         f"must be log_uniform or full, got {h.neg_sampler!r}")
+    need(h.hard_neg_beta >= 0, "hyper_parameters.hard_neg_beta", "must be >= 0 (0 = off)")
     need(h.capsual.iters >= 1, "hyper_parameters.capsual.iters", "must be >= 1")
     need(h.capsual.max_k >= 1, "hyper_parameters.capsual.max_k", "must be >= 1")
     need(h.capsual.init_std > 0, "hyper_parameters.capsual.init_std", "must be > 0")

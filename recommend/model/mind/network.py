@@ -65,6 +65,19 @@ class HyperConfig:
     pow_p: float = 1.0
     capsual: CapsualConfig = CapsualConfig()
     sparse_embedding: bool = True
+    # Training readout: False = soft label-aware attention (MIND paper, pow_p); True = the
+    # interest with the largest inner product with the label only (ComiRec's hard_readout, the
+    # limit pow_p -> inf). Hard readout trains each interest on exactly the targets it would
+    # retrieve at eval time, where every interest is searched on its own.
+    hard_readout: bool = False
+    # Negatives: "log_uniform" = `neg_samples` draws from the log-uniform sampler with log-Q
+    # correction (ComiRec); "full" = every item is a negative (an exact full softmax, cheap for
+    # small catalogues such as MovieLens' 1,683 rows; neg_samples is then ignored).
+    neg_sampler: str = "log_uniform"
+    # REMI's interest-aware hard-negative weighting (Xie et al., RecSys 2023): each negative's
+    # term in the partition sum is weighted by exp(beta * s_j) (s_j = readout . e_j, no gradient
+    # through the weight), self-normalised over the sample. 0 = plain (sampled) softmax.
+    hard_neg_beta: float = 0.0
 
     @property
     def interest_num(self) -> int:
@@ -182,15 +195,33 @@ class MIND(nn.Layer):
 
     # ---------------------------------------------------------------- training
     def label_aware_attention(self, caps: paddle.Tensor, target_emb: paddle.Tensor) -> paddle.Tensor:
-        """User vector = sum_k softmax_k(signed_pow(v_k . e_t, pow_p)) v_k; caps [B, K, H]."""
+        """User vector = sum_k softmax_k(signed_pow(v_k . e_t, pow_p)) v_k; caps [B, K, H].
+
+        With hp.hard_readout the weights are one-hot on argmax_k v_k . e_t (ComiRec): the
+        gradient then reaches only the chosen interest (and the target through the choice's
+        inner product, not through the choice itself).
+        """
         scores = paddle.sum(caps * target_emb.unsqueeze(1), axis=-1)  # [B, K]
-        weights = F.softmax(signed_pow(scores, self.hp.pow_p), axis=1)
+        if self.hp.hard_readout:
+            weights = F.one_hot(paddle.argmax(scores, axis=1), caps.shape[1]).astype(caps.dtype)
+        else:
+            weights = F.softmax(signed_pow(scores, self.hp.pow_p), axis=1)
         return paddle.sum(caps * weights.unsqueeze(-1), axis=1)
+
+    def _negatives(self) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """(negative ids [N], log of their expected count in the sample [N])."""
+        if self.hp.neg_sampler == "full":
+            ids = paddle.arange(1, self.hp.item_count, dtype="int64")
+            # Every item exactly once: expected count 1, no correction; the target itself is
+            # removed as an accidental hit, so the loss is the exact full softmax.
+            return ids, paddle.zeros([self.hp.item_count - 1], dtype="float32")
+        n_neg = self.hp.neg_samples
+        neg = self.sampler.sample(n_neg)
+        return neg, self.sampler.log_expected_count(neg, n_neg)
 
     def forward(self, hist: paddle.Tensor, target: paddle.Tensor) -> paddle.Tensor:
         """hist int64 [B, L], target int64 [B] -> scalar sampled-softmax loss."""
-        n_neg = self.hp.neg_samples
-        neg = self.sampler.sample(n_neg)
+        neg, log_q = self._negatives()
         batch, length = hist.shape[0], hist.shape[1]
         # One lookup for history, targets and negatives: one sparse gradient for the table.
         ids = paddle.concat([hist.reshape([-1]), target.reshape([-1]), neg])
@@ -199,8 +230,8 @@ class MIND(nn.Layer):
         target_emb = emb[batch * length : batch * length + batch]
         neg_emb = emb[batch * length + batch :]
         user = self.label_aware_attention(self._route(hist, hist_emb)[0], target_emb)
-        log_q = self.sampler.log_expected_count(neg, n_neg)
-        return sampled_softmax_loss(user, target_emb, target.reshape([-1]), neg, neg_emb, log_q)
+        return sampled_softmax_loss(user, target_emb, target.reshape([-1]), neg, neg_emb, log_q,
+                                    hard_neg_beta=self.hp.hard_neg_beta)
 
     def item_embeddings(self) -> np.ndarray:
         """float32 [item_count, D]; row 0 (padding) is all zeros."""

@@ -1,10 +1,17 @@
 """From interest vectors to one ranked list per user.
 
 MIND gives each user K interest vectors. Each is searched for its own top-n
-items; a user's K lists are then pooled, sorted by inner-product score, cleaned
-(duplicates, padding id 0, Milvus's -1 fillers, optionally the user's own
-history) and cut to n. The service and infer.py both go through ``recall`` so
-they can never disagree on how lists are merged.
+items; a user's K lists are then merged, cleaned (duplicates, padding id 0,
+Milvus's -1 fillers, optionally the user's own history) and cut to n. The
+service and infer.py both go through ``recall`` so they can never disagree on
+how lists are merged.
+
+Merge strategies (``MERGES``):
+- "score": pool the K lists and sort by inner-product score (ComiRec's and the
+  tutorial's evaluation). An interest with a large norm (squash gives longer
+  vectors to interests that gathered more behaviours) can fill the whole list.
+- "round_robin": take each list's 1st hit, then each list's 2nd hit, ...
+  (inside one round, by score): every interest gets about n/K places.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ import numpy as np
 
 # Milvus rejects a per-vector limit above 16,384.
 MAX_SEARCH_K = 16384
+
+MERGES = ("score", "round_robin")
+DEFAULT_MERGE = "score"
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
@@ -38,20 +48,41 @@ def merge_hits(
     scores: np.ndarray,
     top_n: int,
     exclude: Sequence[np.ndarray] | None = None,
+    strategy: str = DEFAULT_MERGE,
+    lists: int = 1,
 ) -> list[np.ndarray]:
-    """Pool each user's hits, best score first, unique, valid, cut to ``top_n``.
+    """Merge each user's hits into one list: unique, valid, cut to ``top_n``.
 
-    ids, scores: [U, M] — row u holds all K*n hits of user u (any order).
+    ids, scores: [U, M] — row u holds all K*n hits of user u: for strategy "score" in any
+    order; for "round_robin" as ``lists`` = K consecutive blocks of n = M/K hits, one block per
+    interest vector (any order inside a block).
     exclude: per user, ids to leave out (e.g. their history).
+    strategy: "score" = best score first over the pooled hits; "round_robin" = by rank inside
+    the hit's own block first, then by score (see the module docstring).
     Ids <= 0 are dropped: 0 is padding and -1 is the filler for "no hit".
-    Ties in score keep the order of the input (stable sort).
+    Ties keep the order of the input (stable sort).
     """
     if ids.shape != scores.shape or ids.ndim != 2:
         raise ValueError(f"ids {ids.shape} and scores {scores.shape} must be the same 2-D shape")
+    if strategy not in MERGES:
+        raise ValueError(f"unknown merge strategy {strategy!r}; expected one of {MERGES}")
     users, width = ids.shape
     if users == 0:
         return []
-    order = np.argsort(-scores, axis=1, kind="stable")
+    if strategy == "score":
+        order = np.argsort(-scores, axis=1, kind="stable")
+    else:
+        if lists < 1 or width % lists:
+            raise ValueError(f"{width} hits per user do not split into {lists} lists")
+        n = width // lists
+        blocks = scores.reshape(users, lists, n)
+        # Rank of each hit inside its own list (0 = that interest's best hit).
+        within = np.argsort(-blocks, axis=2, kind="stable")
+        rank = np.empty_like(within)
+        np.put_along_axis(rank, within, np.arange(n)[None, None, :], axis=2)
+        rank = rank.reshape(users, width)
+        order = np.array([np.lexsort((-scores[u], rank[u])) for u in range(users)],
+                         dtype=np.int64).reshape(users, width)
     ranked = np.take_along_axis(ids, order, axis=1)
     keep = ranked > 0
 
@@ -86,6 +117,7 @@ def recall(
     top_k: int,
     exclude_history: bool = True,
     timings: dict[str, float] | None = None,
+    merge: str = DEFAULT_MERGE,
 ) -> list[list[int]]:
     """Recall up to ``top_k`` item ids per user, best first.
 
@@ -93,6 +125,7 @@ def recall(
     all B*K vectors. A user with no item the model knows gets the most popular
     items instead (there is nothing to personalise from). When ``timings`` is
     given, seconds spent in the tower, the search and the merge are added to it.
+    ``merge`` picks how the K lists become one (``MERGES``, see merge_hits).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -110,7 +143,8 @@ def recall(
     ids, scores = search(vectors.reshape(users * k, dim).astype(np.float32), per_vector)
     t2 = time.perf_counter()
     merged = merge_hits(
-        ids.reshape(users, k * ids.shape[1]), scores.reshape(users, k * ids.shape[1]), top_k, exclude
+        ids.reshape(users, k * ids.shape[1]), scores.reshape(users, k * ids.shape[1]), top_k, exclude,
+        strategy=merge, lists=k,
     )
     results: list[list[int]] = []
     for row, hist in zip(merged, known):

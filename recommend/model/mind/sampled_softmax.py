@@ -57,6 +57,7 @@ def sampled_softmax_loss(
     neg_ids: paddle.Tensor,
     neg_emb: paddle.Tensor,
     neg_log_q: paddle.Tensor,
+    hard_neg_beta: float = 0.0,
 ) -> paddle.Tensor:
     """Mean sampled-softmax cross-entropy of the targets against negatives shared by the batch.
 
@@ -72,10 +73,26 @@ def sampled_softmax_loss(
       tests/test_sampled_softmax.py checks.
     - Accidental hits: a negative equal to the row's own target is masked out (its logit -> -inf),
       so the estimate covers exactly the items j != t.
+    - hard_neg_beta = beta > 0: REMI's interest-aware hard-negative mining (Xie et al., RecSys
+      2023). Their ideal negative distribution is q_beta(j) ~ exp(beta s_j) over the items, with
+      s_j = user . e_j (the user vector being the interest chosen by the label); it is
+      approximated by re-weighting the sampled negatives. Here each negative's partition term
+      exp(l_j) gets the weight w_j = exp(beta s_j) / Z, Z = the self-normalised estimate of
+      the mean of exp(beta s) over the items from the same sample
+      (Z = sum_s exp(beta s_s) / (N q_s) / sum_s 1 / (N q_s)), so the weights average to 1 over
+      the catalogue and beta = 0 gives back the plain loss. The weights carry no gradient
+      (they choose which negatives matter; they are not a term to optimise).
     """
     pos_logit = paddle.sum(user * pos_emb, axis=-1, keepdim=True)  # [B, 1]
-    neg_logit = paddle.matmul(user, neg_emb, transpose_y=True) - neg_log_q.unsqueeze(0)  # [B, N]
+    raw = paddle.matmul(user, neg_emb, transpose_y=True)  # [B, N]
+    neg_logit = raw - neg_log_q.unsqueeze(0)
     hit = paddle.equal(target.unsqueeze(1), neg_ids.unsqueeze(0))
+    if hard_neg_beta != 0.0:
+        s = raw.detach() * hard_neg_beta
+        inv_q = paddle.masked_fill(-neg_log_q.unsqueeze(0).expand_as(s), hit, -1e30)
+        log_z = paddle.logsumexp(s + inv_q, axis=1, keepdim=True) - paddle.logsumexp(
+            inv_q, axis=1, keepdim=True)
+        neg_logit = neg_logit + (s - log_z)
     neg_logit = paddle.masked_fill(neg_logit, hit, -1e30)
     logits = paddle.concat([pos_logit, neg_logit], axis=1)
     # The target sits in column 0. cross_entropy is the fused log-softmax (4x faster than
