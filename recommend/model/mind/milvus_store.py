@@ -98,7 +98,9 @@ def _is_unavailable(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     markers = ("unavailable", "deadline", "timeout", "timed out", "fail connecting",
                "connection refused", "failed to connect", "connect failed", "socket closed",
-               "server unavailable", "not ready")
+               "server unavailable", "not ready",
+               # another thread's failed call closed the shared connection under this one
+               "closed channel", "channel closed")
     return any(m in text for m in markers)
 
 
@@ -154,9 +156,15 @@ class ItemStore:
                     raise MilvusUnavailable(f"cannot connect to Milvus at {self.uri}: {exc}") from exc
             return self._client
 
-    def _reset(self) -> None:
-        """Forget the connection so the next call dials again (the server may be back)."""
+    def _reset(self, failed: MilvusClient | None = None) -> None:
+        """Forget the connection so the next call dials again (the server may be back).
+
+        With ``failed``: only if that is still the current client, so a thread whose call
+        failed on an old connection never closes the new one another thread just opened.
+        """
         with self._client_lock:
+            if failed is not None and self._client is not failed:
+                return
             client, self._client = self._client, None
         if client is not None:
             try:
@@ -173,13 +181,13 @@ class ItemStore:
         except MilvusException as exc:
             if _is_not_found(exc) or _is_not_loaded(exc) or not _is_unavailable(exc):
                 raise
-            self._reset()
+            self._reset(client)
             raise MilvusUnavailable(f"Milvus at {self.uri} failed after "
                                     f"{time.monotonic() - t0:.1f}s: {exc}") from exc
         except Exception as exc:
             if not _is_unavailable(exc):
                 raise
-            self._reset()
+            self._reset(client)
             raise MilvusUnavailable(f"Milvus at {self.uri} failed after "
                                     f"{time.monotonic() - t0:.1f}s: {exc}") from exc
 
