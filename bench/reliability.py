@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage-seconds", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-server", action="store_true", help="skip the Milvus server outage")
+    ap.add_argument("--server-only", action="store_true",
+                    help="run only the outage part; keep the other figures already in --out")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "reliability.json")
     args = ap.parse_args(argv)
 
@@ -160,11 +162,16 @@ def main(argv: list[str] | None = None) -> int:
                  "machine": f"{platform.machine()} {platform.python_version()}",
                  "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     failures: list[str] = []
+    if args.server_only and args.out.exists():
+        kept = json.loads(args.out.read_text())
+        out.update({k: kept[k] for k in ("fuzz", "fuzz_with_token", "load") if k in kept})
+        failures += [f for f in kept.get("failures", []) if not f.startswith("outage")]
     with tempfile.TemporaryDirectory(prefix="reliability_") as tmp:
         work = Path(tmp)
         config, item_count = train_tiny_model(work / "tiny_model")
         out["model"] = {"items": item_count, "note": "tiny synthetic model (tests/support.py)"}
-        lite_part(args, work, config, out, failures)
+        if not args.server_only:
+            lite_part(args, work, config, out, failures)
         if not args.no_server:
             server_part(args, work, config, out, failures)
     out["seconds"] = round(time.monotonic() - started, 1)
