@@ -109,27 +109,45 @@ def test_default_ann_index_recall(lite_store: ItemStore) -> None:
     assert recall >= 0.98, recall
 
 
-def test_one_request_for_many_vectors_with_padding(lite_store: ItemStore) -> None:
+@pytest.mark.parametrize("fast", [True, False])
+def test_one_request_for_many_vectors_with_padding(lite_store: ItemStore, fast: bool) -> None:
     ids, vecs = catalogue(30, seed=7)
     lite_store.replace_items(ids, vecs, index_type="FLAT")
-    client = lite_store._connect()
+    lite_store.fast_search = fast  # the numpy-reading path, and pymilvus's public search()
+    lite_store.search(vecs[:1], 1)  # pointer and vector width read and cached
+    stub = lite_store._connect()._get_connection()._stub
     calls = []
-    real_search = client.search
+    real_search = stub.Search
 
-    def counting_search(*args, **kwargs):  # passes through to real Milvus, only counts
-        calls.append(len(kwargs["data"]))
-        return real_search(*args, **kwargs)
+    def counting_search(request, *args, **kwargs):  # the gRPC call itself, only counted
+        calls.append(request.nq)
+        return real_search(request, *args, **kwargs)
 
-    client.search = counting_search
+    stub.Search = counting_search
     try:
         q = np.random.default_rng(8).standard_normal((12, DIM)).astype(np.float32)
         got, scores = lite_store.search(q, 50)
     finally:
-        del client.search
+        del stub.Search
     assert calls == [12]
     assert got.shape == scores.shape == (12, 50)
+    assert got.dtype == np.int64 and scores.dtype == np.float32
     np.testing.assert_array_equal(got[:, :30], ids[exact_top_k(vecs, q, 30)])
+    np.testing.assert_allclose(scores[:, :30], np.take_along_axis(
+        q @ vecs.T, exact_top_k(vecs, q, 30), axis=1), rtol=1e-4)
     assert (got[:, 30:] == -1).all() and np.isneginf(scores[:, 30:]).all()
+
+
+def test_fast_search_path_equals_public_path(store: ItemStore) -> None:
+    ids, vecs = catalogue(2000, seed=21)
+    store.replace_items(ids, vecs, index_type="FLAT")
+    q = np.random.default_rng(22).standard_normal((9, DIM)).astype(np.float32)
+    store.fast_search = True
+    fast = store.search(q, 40)
+    store.fast_search = False
+    public = store.search(q, 40)
+    np.testing.assert_array_equal(fast[0], public[0])
+    np.testing.assert_array_equal(fast[1], public[1])
 
 
 def test_drop_then_count_zero_and_search_missing(store: ItemStore) -> None:
@@ -177,6 +195,106 @@ def test_searches_keep_answering_during_replace(store: ItemStore) -> None:
     assert answered >= 5
     got, _ = store.search(new[:3], 1)
     np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(new, new[:3], 1)[:, 0]])
+
+
+def test_cached_lite_pointer_follows_a_replace_by_another_store(lite_store: ItemStore) -> None:
+    ids, old = catalogue(200, seed=31)
+    lite_store.replace_items(ids, old, index_type="FLAT")
+    lite_store.pointer_ttl = 3600.0  # only the "old collection is gone" path may refresh it
+    lite_store.search(old[:2], 1)  # pointer cached
+    other = ItemStore(lite_store.uri, lite_store.collection, dim=DIM, timeout=10)
+    _, new = catalogue(200, seed=32)
+    try:
+        other.replace_items(ids, new, index_type="FLAT")  # switches, then drops the old one
+    finally:
+        other.close()
+    got, _ = lite_store.search(new[:3], 1)
+    np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(new, new[:3], 1)[:, 0]])
+
+
+class _KeepsOldStore(ItemStore):
+    """A replace that switches the pointer but dies before dropping the old collection."""
+
+    def _drop_collection(self, name: str) -> None:
+        return None
+
+
+def test_cached_lite_pointer_is_reread_within_its_ttl(lite_store: ItemStore) -> None:
+    ids, old = catalogue(200, seed=33)
+    lite_store.replace_items(ids, old, index_type="FLAT")
+    lite_store.pointer_ttl = 0.5
+    lite_store.search(old[:2], 1)
+    other = _KeepsOldStore(lite_store.uri, lite_store.collection, dim=DIM, timeout=10)
+    _, new = catalogue(200, seed=34)
+    try:
+        other.replace_items(ids, new, index_type="FLAT")
+    finally:
+        other.close()
+    want_new = ids[exact_top_k(new, new[:3], 1)[:, 0]]
+    # The old collection is still complete, so answering from it is allowed - for < ttl.
+    time.sleep(0.6)
+    got, _ = lite_store.search(new[:3], 1)
+    np.testing.assert_array_equal(got[:, 0], want_new)
+    assert lite_store.count() == 200
+
+
+def test_items_are_stored_augmented_and_old_layout_still_searches(lite_store: ItemStore) -> None:
+    ids, vecs = catalogue(300, seed=35)
+    vecs[:10] *= 20  # a few long vectors, as trained embeddings have
+    lite_store.replace_items(ids, vecs, index_type="FLAT")
+    client = lite_store._connect()
+    physical = lite_store._served(refresh=True)
+    fields = client.describe_collection(physical)["fields"]
+    assert [f["params"]["dim"] for f in fields if f["name"] == "embedding"] == [DIM + 1]
+    stored = client.query(physical, filter="id in [1, 2, 50]", output_fields=["embedding"])
+    norms = [np.linalg.norm(r["embedding"]) for r in stored]
+    np.testing.assert_allclose(norms, np.linalg.norm(vecs[:10], axis=1).max(), rtol=1e-4)
+    q = np.random.default_rng(36).standard_normal((5, DIM)).astype(np.float32)
+    got, scores = lite_store.search(q, 10)
+    want = exact_top_k(vecs, q, 10)
+    np.testing.assert_array_equal(got, ids[want])
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ vecs.T, want, axis=1), rtol=1e-4)
+    # A collection of the old layout (dim wide, before this module augmented) still answers.
+    legacy = f"{lite_store.collection}__v{lite_store._generation(physical) + 1}"
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=DIM)
+    idx = MilvusClient.prepare_index_params()
+    idx.add_index("embedding", index_type="FLAT", metric_type="IP")
+    client.create_collection(legacy, schema=schema, index_params=idx)
+    client.insert(legacy, [{"id": int(i), "embedding": v.tolist()} for i, v in zip(ids, vecs)])
+    client.flush(legacy)
+    client.load_collection(legacy)
+    lite_store._lite_point_to(legacy)
+    got, _ = lite_store.search(q, 10)
+    np.testing.assert_array_equal(got, ids[want])
+
+
+def test_default_index_recall_on_trained_like_vectors(store: ItemStore) -> None:
+    """The served, merged top-50 of the default index vs exact search, on vectors shaped like
+    trained MIND embeddings: most items barely trained (tiny norms), a few hundred long ones
+    in clusters; 4 unit-norm interests per user (what defeated IVF/HNSW before _augment)."""
+    from mind.retrieval import merge_hits
+
+    rng = np.random.default_rng(41)
+    n, users, k = 6000, 24, 4
+    centres = rng.standard_normal((40, DIM)).astype(np.float32)
+    vecs = 0.02 * rng.standard_normal((n, DIM)).astype(np.float32)
+    hot = rng.choice(n, 600, replace=False)
+    vecs[hot] = (centres[rng.integers(0, 40, 600)] + 0.4 * rng.standard_normal((600, DIM))) \
+        * rng.uniform(0.2, 3.0, (600, 1))
+    vecs = vecs.astype(np.float32)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    store.replace_items(ids, vecs)  # the backend's default index
+    q = centres[rng.integers(0, 40, users * k)] + 0.5 * rng.standard_normal((users * k, DIM))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    got, got_s = store.search(q, 50)
+    want = exact_top_k(vecs, q, 50)
+    want_s = np.take_along_axis(q @ vecs.T, want, axis=1)
+    served = merge_hits(got.reshape(users, -1), got_s.reshape(users, -1), 50, lists=k)
+    exact = merge_hits(ids[want].reshape(users, -1), want_s.reshape(users, -1), 50, lists=k)
+    recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / len(b) for a, b in zip(served, exact)])
+    assert recall >= 0.98, recall
 
 
 class _BadBatchStore(ItemStore):
