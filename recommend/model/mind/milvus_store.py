@@ -14,6 +14,9 @@ served name to it, then drops the old one.
     row with the highest generation names the served physical collection. Appending a row is
     one atomic insert; older rows are deleted afterwards. Only this module reads the pointer.
 A crash midway leaves only an unpointed ``<name>__v*`` collection, dropped on the next replace.
+Items are stored with one extra coordinate (``_augment``) so that every stored vector has the
+same norm; queries get a 0 there, so scores are the plain inner products. This is what lets the
+default IVF_FLAT index keep recall on trained embeddings (milvus/DEPLOY.md, "Index choice").
 One replace at a time per collection (the service serialises them; a lock here does too).
 """
 
