@@ -138,6 +138,37 @@ def test_one_request_for_many_vectors_with_padding(lite_store: ItemStore, fast: 
     assert (got[:, 30:] == -1).all() and np.isneginf(scores[:, 30:]).all()
 
 
+def test_a_failed_fast_search_is_left_to_pymilvus_own_search(lite_store: ItemStore) -> None:
+    """Errors other than "not found"/"not loaded" go through pymilvus's search (its retries,
+    reconnection and messages), within the same timeout."""
+    import grpc
+
+    ids, vecs = catalogue(50, seed=23)
+    lite_store.replace_items(ids, vecs, index_type="FLAT")
+    lite_store.search(vecs[:1], 1)
+    stub = lite_store._connect()._get_connection()._stub
+    real_search = stub.Search
+    calls = []
+
+    class Flaky(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+    def flaky_search(request, *args, **kwargs):
+        calls.append(request.nq)
+        if len(calls) == 1:
+            raise Flaky("connection reset")
+        return real_search(request, *args, **kwargs)
+
+    stub.Search = flaky_search
+    try:
+        got, _ = lite_store.search(vecs[:3], 1)
+    finally:
+        del stub.Search
+    assert len(calls) == 2
+    np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(vecs, vecs[:3], 1)[:, 0]])
+
+
 def test_fast_search_path_equals_public_path(store: ItemStore) -> None:
     ids, vecs = catalogue(2000, seed=21)
     store.replace_items(ids, vecs, index_type="FLAT")

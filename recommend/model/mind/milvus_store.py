@@ -485,19 +485,27 @@ class ItemStore:
             return out
         return queries
 
+    def _public_search(self, client: MilvusClient, name: str, queries: np.ndarray, top_k: int,
+                       search_params: dict[str, Any], started: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """pymilvus's MilvusClient.search, within what is left of the timeout."""
+        timeout = self.timeout - (time.monotonic() - started if started is not None else 0.0)
+        if timeout <= 0.05:
+            raise MilvusException(message=f"search of {name} timed out after {self.timeout}s")
+        hits = client.search(name, data=queries, limit=top_k, anns_field="embedding",
+                             search_params=search_params, output_fields=[], timeout=timeout)
+        topks = np.array([len(row) for row in hits], dtype=np.int64)
+        ids = np.array([h["id"] for row in hits for h in row], dtype=np.int64)
+        scores = np.array([h["distance"] for row in hits for h in row], dtype=np.float32)
+        return topks, ids, scores
+
     def _raw_search(self, client: MilvusClient, name: str, queries: np.ndarray, top_k: int,
                     params: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One Search request; the answer read from its protobuf into numpy arrays (no
         per-hit Python objects). Same request as MilvusClient.search builds."""
         search_params = {"metric_type": "IP", "params": dict(params)}
         if not _FAST_SEARCH or not self.fast_search:
-            hits = client.search(name, data=queries, limit=top_k, anns_field="embedding",
-                                 search_params=search_params, output_fields=[],
-                                 timeout=self.timeout)
-            topks = np.array([len(row) for row in hits], dtype=np.int64)
-            ids = np.array([h["id"] for row in hits for h in row], dtype=np.int64)
-            scores = np.array([h["distance"] for row in hits for h in row], dtype=np.float32)
-            return topks, ids, scores
+            return self._public_search(client, name, queries, top_k, search_params)
         conn = client._get_connection()
         context = client._generate_call_context()
         kwargs: dict[str, Any] = {}
@@ -507,13 +515,20 @@ class ItemStore:
             collection_name=name, anns_field="embedding", param=search_params, limit=top_k,
             data=queries, ids=None, expr="", partition_names=None, output_fields=[],
             round_decimal=-1, use_default_consistency=use_default, expr_params={}, **kwargs)
+        started = time.monotonic()
         try:
             response = conn._stub.Search(request, timeout=self.timeout,
                                          metadata=_api_level_md(context))
-        except _grpc.RpcError as exc:  # what pymilvus's retry wrapper would turn into this
-            code = exc.code() if hasattr(exc, "code") else None
-            raise MilvusException(message=f"search failed: {code} {exc}") from exc
-        _check_status(response.status)
+            _check_status(response.status)
+        except MilvusException as exc:
+            if _is_not_found(exc) or _is_not_loaded(exc):
+                raise
+            # Anything else (a server restarting, a proxy timeout, a bad parameter): let
+            # pymilvus's own search handle it - its retries within the timeout, its
+            # connection recovery and its error messages - exactly as before this fast path.
+            return self._public_search(client, name, queries, top_k, search_params, started)
+        except _grpc.RpcError:
+            return self._public_search(client, name, queries, top_k, search_params, started)
         res = response.results
         topks = np.array(res.topks, dtype=np.int64)
         ids = np.array(res.ids.int_id.data, dtype=np.int64)
