@@ -456,3 +456,14 @@ def test_a_lite_file_in_milvus_uri_does_not_break_the_import(tmp_path):
     done = subprocess.run([sys.executable, "-c", "import mind.milvus_store"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_proxy_deadline_counts_as_unavailable() -> None:
+    """After a server restart the proxy answers "context Done" until collections load: a 503
+    (MilvusUnavailable, retried by callers), not a 500."""
+    from pymilvus import MilvusException
+
+    from mind.milvus_store import _is_unavailable
+
+    assert _is_unavailable(MilvusException(65535, "proxy TaskCondition context Done"))
+    assert not _is_unavailable(MilvusException(1100, "invalid parameter: ef"))
