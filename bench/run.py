@@ -163,8 +163,10 @@ def compare(latest: dict[str, Any], base: dict[str, Any] | None) -> list[dict[st
     for k in sorted(new.keys() & old.keys()):
         if old[k] == 0:
             continue
+        sign = _direction(k.rsplit(".", 1)[-1])
+        if sign is None:
+            continue
         ratio = new[k] / old[k]
-        sign = _direction(k.rsplit(".", 1)[1])
         worse = ratio < 1 - TOLERANCE if sign > 0 else ratio > 1 + TOLERANCE
         rows.append({"metric": k, "baseline": old[k], "latest": new[k], "ratio": ratio,
                      "better": "higher" if sign > 0 else "lower", "slower": worse})
@@ -269,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-baseline", action="store_true", help="also write bench/results/baseline.json")
     ap.add_argument("--note", action="append", default=[], help="a note stored with the results")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--reuse-parts", action="store_true",
+                    help="report the part results of the last run (bench/work/part_*.json) "
+                         "instead of measuring again, e.g. after a crash in the report step")
     args = ap.parse_args(argv)
     profile = args.profile or ("quick" if args.quick else "full")
     only = [b for b in args.only.split(",") if b]
@@ -291,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     server_uri = args.milvus_uri
     need_server = "server" in backends and set(only) & {"eval", "store", "serve"} and not server_uri
+    if args.reuse_parts:
+        need_server = False
+        res["notes"].append("reported from the part results of an earlier run (--reuse-parts); "
+                            "machine load figures are those at report time")
     try:
         if need_server:
             # Milvus 2.3.5 allows one server per machine (fixed etcd ports): another engineer's
@@ -310,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(30)
         for name in only:
             log(f"--- {name}")
-            res[name] = run_part(name, profile, backends, server_uri)
+            if args.reuse_parts:
+                res[name] = json.loads((WORK / f"part_{name}.json").read_text())
+            else:
+                res[name] = run_part(name, profile, backends, server_uri)
     finally:
         if server is not None:
             server.__exit__(None, None, None)
