@@ -467,3 +467,14 @@ def test_a_proxy_deadline_counts_as_unavailable() -> None:
 
     assert _is_unavailable(MilvusException(65535, "proxy TaskCondition context Done"))
     assert not _is_unavailable(MilvusException(1100, "invalid parameter: ef"))
+
+
+def test_a_connection_closed_by_another_thread_counts_as_unavailable():
+    """Seen in the outage run: a call racing another thread's reset gets these messages."""
+    from pymilvus import MilvusException
+
+    from mind.milvus_store import _is_unavailable
+
+    for text in ("should create connection first", "Cannot invoke RPC on closed channel!"):
+        assert _is_unavailable(MilvusException(message=text)), text
+    assert not _is_unavailable(MilvusException(message="collection not found[collection=x]"))

@@ -123,7 +123,8 @@ def _is_unavailable(exc: BaseException) -> bool:
                "connection refused", "failed to connect", "connect failed", "socket closed",
                "server unavailable", "not ready",
                # another thread's failed call closed the shared connection under this one
-               "closed channel", "channel closed",
+               # (pymilvus then also says "should create connection first")
+               "closed channel", "channel closed", "should create connection first",
                # the proxy's own deadline passed (e.g. collections still loading after a
                # restart): "proxy TaskCondition context Done", "context deadline exceeded"
                "context done")
