@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mind.baselines import CosineCooccurrence, MostPopular, recommend_all
-from mind.retrieval import merge_hits, recall
+from mind.retrieval import RecallQuery, merge_hits, recall, recall_many
 
 
 def test_merge_pools_sorts_dedupes_and_cuts():
@@ -74,6 +74,29 @@ def test_recall_uses_both_interests_and_filters_history():
     assert sorted(row) == [2, 4]
     (row,) = recall(tower, search, [[1, 3]], top_k=5, exclude_history=False)
     assert set(row) >= {1, 3}
+
+
+def test_recall_many_answers_each_query_as_if_alone():
+    # Different top_k and history rules in one pass: each query's answer is the one
+    # it would get alone, although the search used the largest per-vector limit.
+    tower = TinyTower()
+    calls = []
+
+    def search(vectors, k):
+        calls.append((len(vectors), k))
+        return exact_search(tower.items)(vectors, k)
+
+    queries = [
+        RecallQuery([[1, 3]], top_k=2),
+        RecallQuery([[1, 3], [4]], top_k=5, exclude_history=False),
+        RecallQuery([[99]], top_k=3),
+    ]
+    together = recall_many(tower, search, queries)
+    assert calls == [(2 * 4, 5)]  # one search: 4 users x 2 interests, limit 5
+    alone = [recall(tower, exact_search(tower.items), q.histories, q.top_k, q.exclude_history)
+             for q in queries]
+    assert together == alone
+    assert together[2] == [[5, 1, 2]]  # unknown history -> most popular
 
 
 def test_recall_falls_back_to_popular_for_unknown_history():

@@ -16,7 +16,9 @@ Merge strategies (``MERGES``):
 
 from __future__ import annotations
 
+import itertools
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -110,6 +112,15 @@ def merge_hits(
     return [ranked[u][keep[u]] for u in range(users)]
 
 
+@dataclass(frozen=True)
+class RecallQuery:
+    """One caller's request: its users' click histories, how many ids each, history left out?"""
+
+    histories: Sequence[Sequence[int]]
+    top_k: int
+    exclude_history: bool = True
+
+
 def recall(
     tower: Tower,
     search: SearchFn,
@@ -119,22 +130,41 @@ def recall(
     timings: dict[str, float] | None = None,
     merge: str = DEFAULT_MERGE,
 ) -> list[list[int]]:
-    """Recall up to ``top_k`` item ids per user, best first.
+    """Recall up to ``top_k`` item ids per user, best first (one query of ``recall_many``)."""
+    (rows,) = recall_many(tower, search, [RecallQuery(histories, top_k, exclude_history)],
+                          timings, merge)
+    return rows
 
-    One call to ``tower.interests`` for the whole batch and one ``search`` for
-    all B*K vectors. A user with no item the model knows gets the most popular
-    items instead (there is nothing to personalise from). When ``timings`` is
-    given, seconds spent in the tower, the search and the merge are added to it.
-    ``merge`` picks how the K lists become one (``MERGES``, see merge_hits).
+
+def recall_many(
+    tower: Tower,
+    search: SearchFn,
+    queries: Sequence[RecallQuery],
+    timings: dict[str, float] | None = None,
+    merge: str = DEFAULT_MERGE,
+) -> list[list[list[int]]]:
+    """Answer several queries with ONE ``tower.interests`` call and ONE ``search``.
+
+    This is what lets the service batch concurrent requests: the model and Milvus
+    cost little more for 64 users than for one. Each query keeps its own top_k and
+    history rule; the search asks every vector for the largest per-vector limit any
+    query needs (a longer list only adds hits that query's merge cuts off again).
+    A user with no item the model knows gets the most popular items instead (there
+    is nothing to personalise from). When ``timings`` is given, seconds spent in the
+    tower, the search and the merge are added to it. ``merge`` picks how the K lists
+    become one (``MERGES``, see merge_hits).
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    known = [tower.known_items(h) for h in histories]
-    exclude = known if exclude_history else None
+    for q in queries:
+        if q.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {q.top_k}")
+    known = [[tower.known_items(h) for h in q.histories] for q in queries]
     # Ask each interest for enough extra hits that filtering the history out
     # still leaves top_k items.
-    extra = max((len(np.unique(k)) for k in known), default=0) if exclude_history else 0
-    per_vector = min(top_k + extra, MAX_SEARCH_K)
+    per_vector = min(max((q.top_k + _history_extra(k, q.exclude_history)
+                          for q, k in zip(queries, known)), default=1), MAX_SEARCH_K)
+    histories = [h for q in queries for h in q.histories]
+    if not histories:
+        return [[] for _ in queries]
 
     t0 = time.perf_counter()
     vectors = tower.interests(histories)  # [B, K, D]
@@ -142,17 +172,29 @@ def recall(
     t1 = time.perf_counter()
     ids, scores = search(vectors.reshape(users * k, dim).astype(np.float32), per_vector)
     t2 = time.perf_counter()
-    merged = merge_hits(
-        ids.reshape(users, k * ids.shape[1]), scores.reshape(users, k * ids.shape[1]), top_k, exclude,
-        strategy=merge, lists=k,
-    )
-    results: list[list[int]] = []
-    for row, hist in zip(merged, known):
-        if len(hist) == 0:
-            row = tower.popular_items(top_k)
-        results.append([int(i) for i in row])
+    # One merge for every user of every query (a call per query costs more than the merge),
+    # to the largest top_k; each row is then cut to its own query's top_k.
+    exclude = None
+    if any(q.exclude_history for q in queries):
+        nothing = np.empty(0, np.int64)
+        exclude = [h if q.exclude_history else nothing
+                   for q, q_known in zip(queries, known) for h in q_known]
+    merged = merge_hits(ids.reshape(users, -1), scores.reshape(users, -1),
+                        max(q.top_k for q in queries), exclude, strategy=merge, lists=k)
+    answers: list[list[list[int]]] = []
+    rows = iter(zip(merged, (h for q_known in known for h in q_known)))
+    for q in queries:
+        answers.append([
+            (tower.popular_items(q.top_k) if len(h) == 0 else row[:q.top_k]).tolist()
+            for row, h in itertools.islice(rows, len(q.histories))
+        ])
     if timings is not None:
         t3 = time.perf_counter()
         for name, seconds in (("tower", t1 - t0), ("search", t2 - t1), ("merge", t3 - t2)):
             timings[name] = timings.get(name, 0.0) + seconds
-    return results
+    return answers
+
+
+def _history_extra(known: Sequence[np.ndarray], exclude_history: bool) -> int:
+    """Hits the history filter may remove from one interest's list (0 if not filtering)."""
+    return max((len(np.unique(h)) for h in known), default=0) if exclude_history else 0
