@@ -12,11 +12,12 @@ from service.engine import RecallEngine
 from service.security import bearer, check_token
 
 
-def get_engine(request: Request) -> RecallEngine:
+# Plain lookups: async so FastAPI runs them on the event loop, not via a thread-pool hop.
+async def get_engine(request: Request) -> RecallEngine:
     return request.app.state.engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

@@ -1,13 +1,15 @@
 """The service's work, free of HTTP: load the catalogue, recall, count, drop, readiness.
 
-Blocking calls (paddle, Milvus) run in FastAPI's thread pool, so this class is
-written for concurrent callers: the model runs one batch at a time (paddle's
-eager mode is not documented as thread-safe), searches run in parallel, and one
+Written for concurrent callers: recall requests are queued and answered together,
+one model pass and one Milvus search per batch (service.batcher); the model runs
+one batch at a time (paddle's eager mode is not documented as thread-safe); one
 writer at a time changes the collection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from config import Settings, SettingsError
-from mind.milvus_store import ItemStore, MilvusUnavailable
-from mind.retrieval import recall
+from mind.milvus_store import CollectionMissing, ItemStore, MilvusUnavailable
+from mind.retrieval import RecallQuery, recall_many
 from mind.user_tower import UserTower
+from service.batcher import MicroBatcher
 from service.errors import InsertRunning
 
 log = logging.getLogger("recall.service")
@@ -52,7 +55,7 @@ class _SerialTower:
 class RecallEngine:
     """One model and one Milvus collection, shared by all requests."""
 
-    def __init__(self, tower: UserTower, store: ItemStore):
+    def __init__(self, tower: UserTower, store: ItemStore, max_batch_users: int = 256):
         self.tower = tower
         # The store connects on first use and redials after a failure, so the service
         # starts while Milvus is down and picks it up once it answers.
@@ -61,6 +64,19 @@ class RecallEngine:
         self._write_lock = threading.Lock()
         self._serial_tower = _SerialTower(tower, self._model_lock)
         self.inserting = False
+        # However long the queue or however many Milvus calls a search takes (reconnect,
+        # then search, each bounded by the store's timeout), a recall caller waits at most
+        # this long (MILVUS_TIMEOUT), then gets a 503.
+        self.recall_deadline = store.timeout
+        # Concurrent recall requests share one model pass and one search, up to
+        # max_batch_users users (MAX_BATCH_USERS keeps that within Milvus's nq limit).
+        self._recall_batcher = MicroBatcher(
+            self._answer_recalls,
+            max_batch=max_batch_users,
+            size_of=lambda q: len(q.histories),
+            shared_errors=(MilvusUnavailable, CollectionMissing),
+            name="recall-batcher",
+        )
 
     @classmethod
     def open(cls, settings: Settings) -> RecallEngine:
@@ -81,7 +97,7 @@ class RecallEngine:
             token=settings.MILVUS_TOKEN,
             timeout=settings.MILVUS_TIMEOUT,
         )
-        return cls(tower, store)
+        return cls(tower, store, max_batch_users=settings.MAX_BATCH_USERS)
 
     def insert_data(self) -> InsertResult:
         """Load every item embedding of the served model; the store swaps atomically."""
@@ -103,8 +119,32 @@ class RecallEngine:
     def recall(
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
     ) -> list[list[int]]:
-        """Up to top_k item ids per user, best first (see mind.retrieval.recall)."""
-        return recall(self._serial_tower, self.store.search, histories, top_k, exclude_history)
+        """Up to top_k item ids per user, best first (see mind.retrieval.recall_many)."""
+        future = self._recall_batcher.submit(RecallQuery(histories, top_k, exclude_history))
+        try:
+            return future.result(timeout=self.recall_deadline)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise self._late() from None
+
+    async def recall_async(
+        self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
+    ) -> list[list[int]]:
+        """``recall`` for the event loop: awaits the batcher without holding a thread."""
+        future = self._recall_batcher.submit(RecallQuery(histories, top_k, exclude_history))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.recall_deadline)
+        except TimeoutError:  # wait_for has cancelled the future (if not yet running)
+            raise self._late() from None
+
+    def _late(self) -> MilvusUnavailable:
+        return MilvusUnavailable(
+            f"no answer within {self.recall_deadline:g} s (MILVUS_TIMEOUT): "
+            f"Milvus at {self.store.uri} is slow or unreachable"
+        )
+
+    def _answer_recalls(self, queries: Sequence[RecallQuery]) -> list[list[list[int]]]:
+        return recall_many(self._serial_tower, self.store.search, queries)
 
     def count(self) -> int:
         return int(self.store.count())
@@ -137,4 +177,5 @@ class RecallEngine:
         return checks
 
     def close(self) -> None:
+        self._recall_batcher.close()
         self.store.close()

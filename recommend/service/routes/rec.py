@@ -1,7 +1,9 @@
 """The tutorial's four endpoints (plus /rec/drop).
 
 Routes are plain ``def``: FastAPI runs them in its thread pool, so a long
-insert_data or a Milvus search never blocks the event loop.
+insert_data or a Milvus call never blocks the event loop. /rec/recall is the
+exception: it only queues the request for the engine's recall batcher and awaits
+the answer, so a waiting request holds no thread.
 """
 
 from typing import Any
@@ -66,8 +68,8 @@ def build_router(settings: Settings) -> APIRouter:
             **_UNAVAILABLE,
         },
     )
-    def recall(body: RecallRequest, engine: EngineDep) -> list[list[int]]:  # type: ignore[valid-type]
-        return engine.recall(body.hist_item, body.top_k, body.exclude_history)
+    async def recall(body: RecallRequest, engine: EngineDep) -> list[list[int]]:  # type: ignore[valid-type]
+        return await engine.recall_async(body.hist_item, body.top_k, body.exclude_history)
 
     @router.post(
         "/rec/count",

@@ -1,0 +1,146 @@
+"""service.batcher.MicroBatcher: who is answered together, and what each caller gets back."""
+
+import threading
+
+import pytest
+
+from service.batcher import BatcherClosed, MicroBatcher
+
+
+class Gate:
+    """answer_batch that records each batch and holds the first one until released."""
+
+    def __init__(self, fail_on=None, shared=None):
+        self.batches: list[list] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail_on, self.shared = fail_on, shared
+
+    def __call__(self, queries):
+        self.batches.append(list(queries))
+        self.entered.set()
+        assert self.release.wait(10)
+        if self.shared is not None and len(self.batches) > 1:
+            raise self.shared
+        if self.fail_on in queries:
+            raise ValueError(f"cannot answer {self.fail_on}")
+        return [q * 10 for q in queries]
+
+
+def _submit_while_busy(batcher, gate, first, others):
+    """Submit ``first``, wait until it is being answered, queue ``others``, then release."""
+    futures = [batcher.submit(first)]
+    assert gate.entered.wait(10)
+    futures += [batcher.submit(q) for q in others]
+    gate.release.set()
+    return futures
+
+
+def test_a_lone_query_is_answered_at_once():
+    gate = Gate()
+    gate.release.set()
+    batcher = MicroBatcher(gate, max_batch=8)
+    assert batcher(3) == 30
+    assert gate.batches == [[3]]
+    batcher.close()
+
+
+def test_queries_arriving_during_a_pass_are_answered_together_in_order():
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch=8)
+    futures = _submit_while_busy(batcher, gate, 1, [2, 3, 4])
+    assert [f.result(10) for f in futures] == [10, 20, 30, 40]
+    assert gate.batches == [[1], [2, 3, 4]]
+    batcher.close()
+
+
+def test_a_pass_never_exceeds_max_batch_by_weight():
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch=5, size_of=lambda q: q)
+    # Weights 2+3 fit in 5; 4 starts the next pass; 9 is too big for any pass and runs alone.
+    futures = _submit_while_busy(batcher, gate, 1, [2, 3, 4, 9, 1])
+    assert [f.result(10) for f in futures] == [10, 20, 30, 40, 90, 10]
+    assert gate.batches == [[1], [2, 3], [4], [9], [1]]
+    batcher.close()
+
+
+def test_one_failing_query_does_not_fail_the_others():
+    gate = Gate(fail_on=3)
+    batcher = MicroBatcher(gate, max_batch=8)
+    futures = _submit_while_busy(batcher, gate, 1, [2, 3, 4])
+    assert futures[1].result(10) == 20 and futures[3].result(10) == 40
+    with pytest.raises(ValueError, match="cannot answer 3"):
+        futures[2].result(10)
+    assert gate.batches == [[1], [2, 3, 4], [2], [3], [4]]  # retried one by one
+    batcher.close()
+
+
+def test_a_shared_error_reaches_every_caller_without_retries():
+    class Down(RuntimeError):
+        pass
+
+    gate = Gate(shared=Down("Milvus is down"))
+    batcher = MicroBatcher(gate, max_batch=8, shared_errors=(Down,))
+    futures = _submit_while_busy(batcher, gate, 1, [2, 3])
+    assert futures[0].result(10) == 10
+    for f in futures[1:]:
+        with pytest.raises(Down, match="Milvus is down"):
+            f.result(10)
+    assert gate.batches == [[1], [2, 3]]  # one pass, no per-query retries
+    batcher.close()
+
+
+def test_closed_batcher_refuses_new_work_but_finishes_taken_work():
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch=8)
+    first = batcher.submit(1)
+    assert gate.entered.wait(10)
+    queued = batcher.submit(2)
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    gate.release.set()
+    closer.join(10)
+    assert first.result(10) == 10 and queued.result(10) == 20
+    with pytest.raises(BatcherClosed):
+        batcher.submit(3)
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch"):
+        MicroBatcher(lambda qs: qs, max_batch=0)
+
+
+def test_engine_answers_503_at_the_deadline_when_the_search_hangs():
+    """A search stuck past MILVUS_TIMEOUT (the store's timeout) must not hold callers: each
+    gets MilvusUnavailable (503) at the deadline, and answers resume when searches do."""
+    import asyncio
+    import time
+
+    from mind.milvus_store import MilvusUnavailable
+    from service.engine import RecallEngine
+    from test_retrieval import TinyTower, exact_search
+
+    tower = TinyTower()
+    unblocked = threading.Event()
+
+    class StuckStore:  # stands in for the deadline logic only; Milvus itself is tested elsewhere
+        timeout, uri = 0.3, "http://stuck:19530"
+
+        def search(self, vectors, k):
+            unblocked.wait(10)
+            return exact_search(tower.items)(vectors, k)
+
+        def close(self):
+            pass
+
+    engine = RecallEngine(tower, StuckStore())
+    t0 = time.perf_counter()
+    with pytest.raises(MilvusUnavailable, match="no answer within 0.3 s"):
+        engine.recall([[1, 3]], top_k=2)
+    with pytest.raises(MilvusUnavailable, match="slow or unreachable"):
+        asyncio.run(engine.recall_async([[1, 3]], top_k=2))
+    assert time.perf_counter() - t0 < 2
+    unblocked.set()
+    assert sorted(engine.recall([[1, 3]], top_k=2)[0]) == [2, 4]
+    assert asyncio.run(engine.recall_async([[4]], top_k=1, exclude_history=False)) == [[3]]
+    engine.close()
