@@ -478,3 +478,26 @@ def test_a_connection_closed_by_another_thread_counts_as_unavailable():
     for text in ("should create connection first", "Cannot invoke RPC on closed channel!"):
         assert _is_unavailable(MilvusException(message=text)), text
     assert not _is_unavailable(MilvusException(message="collection not found[collection=x]"))
+
+
+def test_an_unrecognised_error_from_an_unreachable_server_is_unavailable():
+    """Errors are classified by text; when the text is new, a closed server port still says
+    "outage" (503), while the same error from a reachable server stays a bug (re-raised)."""
+    import socket
+
+    from mind.milvus_store import ItemStore, MilvusUnavailable
+
+    def fail(_client):
+        raise RuntimeError("a message no marker knows")
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        store = ItemStore(f"http://127.0.0.1:{port}", "items", dim=4, timeout=1)
+        store._client = object()  # the call below fails before using it
+        with pytest.raises(RuntimeError, match="no marker knows"):
+            store._call(fail)
+    store._client = object()  # the port is closed now
+    with pytest.raises(MilvusUnavailable, match="no marker knows"):
+        store._call(fail)

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -233,11 +235,25 @@ class ItemStore:
             raise MilvusUnavailable(f"Milvus at {self.uri} failed after "
                                     f"{time.monotonic() - t0:.1f}s: {exc}") from exc
         except Exception as exc:
-            if not _is_unavailable(exc):
+            # Errors are recognised by their text, which pymilvus does not promise to keep:
+            # an unrecognised failure of a server we can no longer reach is still an outage.
+            if not (_is_unavailable(exc) or not self._server_reachable()):
                 raise
             self._reset(client)
             raise MilvusUnavailable(f"Milvus at {self.uri} failed after "
                                     f"{time.monotonic() - t0:.1f}s: {exc}") from exc
+
+    def _server_reachable(self) -> bool:
+        """Does the server's port accept a TCP connection? (Always True for Milvus Lite.)"""
+        if self._backend != "server":
+            return True
+        address = urlsplit(self.uri if "://" in self.uri else f"tcp://{self.uri}")
+        try:
+            with socket.create_connection((address.hostname or "127.0.0.1", address.port or 19530),
+                                          timeout=min(self.timeout, 1.0)):
+                return True
+        except OSError:
+            return False
 
     def _names(self) -> list[str]:
         return self._call(lambda c: c.list_collections(timeout=self.timeout))
