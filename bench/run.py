@@ -119,6 +119,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         thr, raw = _get(serve, f"{b}.load.16.users_per_s"), _get(serve, f"{b}.raw_search.batched.users_per_s")
         if thr is not None and raw:
             add("6", f"16-client throughput / raw batched search ({b})", thr / raw, ">=", 2 / 3)
+        # The same ratio against searches of 16 users per call: the largest batch 16 one-user
+        # clients can form (not an issue target; shows what batching of requests recovers).
+        raw16 = _get(serve, f"{b}.raw_search.batched_16.users_per_s")
+        if thr is not None and raw16:
+            add("6", f"16-client throughput / raw search by 16 users ({b})", thr / raw16, ">=", 2 / 3)
     return rows
 
 
@@ -228,8 +233,9 @@ def markdown(res: dict[str, Any]) -> str:
     if sv and "error" not in sv:
         L += ["", f"## Serving (/rec/recall over loopback HTTP; load generator: {sv['load_generator']})", "",
               "| backend | insert_data s | 1 user med/p95/p99 ms | 16 users med/p99 ms | 128 users med/p99 ms | "
-              "1 client users/s | 4 clients users/s (med/p99 ms) | 16 clients users/s (med/p99 ms) | raw batched users/s | RSS MB (tree) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "1 client users/s | 4 clients users/s (med/p99 ms) | 16 clients users/s (med/p99 ms) | raw search users/s by 128 / by 16 | "
+              "HTTP floor req/s (/healthz, 16 clients) | RSS MB (tree) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
         for b in ("lite", "server"):
             e = sv.get(b)
             if not e:
@@ -242,7 +248,9 @@ def markdown(res: dict[str, Any]) -> str:
             L.append(f"| {b} | {e['insert_data_seconds']:.1f} | {lat['1']['median_ms']:.1f}/{lat['1']['p95_ms']:.1f}/"
                      f"{lat['1']['p99_ms']:.1f} | {lat['16']['median_ms']:.1f}/{lat['16']['p99_ms']:.1f} | "
                      f"{lat['128']['median_ms']:.0f}/{lat['128']['p99_ms']:.0f} | {ld['1']['users_per_s']:.0f} | "
-                     f"{cl('4')} | {cl('16')} | {e['raw_search']['batched']['users_per_s']:.0f} | "
+                     f"{cl('4')} | {cl('16')} | {e['raw_search']['batched']['users_per_s']:.0f} / "
+                     f"{_f(_get(e, 'raw_search.batched_16.users_per_s'), 0)} | "
+                     f"{_f(_get(e, 'http_floor.users_per_s'), 0)} | "
                      f"{e['memory']['rss_mb']:.0f} ({e['memory']['tree_rss_mb']:.0f}) |")
         L += ["", "Limit (in process, same vectors): " + "; ".join(
             f"{n}: {x['batched']['users_per_s']:.0f} users/s batched by 128, 1 user "
