@@ -136,6 +136,9 @@ def server_part(args, work: Path, config: Path, out: dict, failures: list[str]) 
             failures.append("outage: wrong answers")
         if report["max_latency_s"] > 3 * MILVUS_TIMEOUT + 4:
             failures.append(f"outage: an answer took {report['max_latency_s']} s")
+        if report["max_latency_by_path_s"].get("/rec/recall", 0) > MILVUS_TIMEOUT + 1.5:
+            failures.append(f"outage: a recall took {report['max_latency_by_path_s']['/rec/recall']} s "
+                            f"(MILVUS_TIMEOUT {MILVUS_TIMEOUT} s)")
         with service.client(timeout=60) as http:
             http.post("/qa/drop", headers=AUTH)
     finally:

@@ -518,6 +518,9 @@ def outage_under_traffic(service: Service, server: Any, requests: Sequence[tuple
         "readyz_during_outage": ready,
         "max_latency_s": round(max((a.seconds for a in answers), default=0.0), 3),
         "max_latency_503_s": round(max((a.seconds for a in unavailable), default=0.0), 3),
+        "max_latency_by_path_s": {
+            path: round(max(a.seconds for a in answers if a.path == path), 3)
+            for path in sorted({a.path for a in answers})},
         "recovery_seconds": None if recovered_at is None else round(recovered_at - t_up, 2),
         "service_alive": service.alive(),
         "service_starts": service.starts,

@@ -18,7 +18,6 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
