@@ -87,7 +87,9 @@ class Settings(BaseModel):
         "Default: recommend/milvus_lite.db unless MILVUS_HOST is set.",
     )
     MILVUS_TOKEN: str = Field("", repr=False, description="Milvus credentials (user:password or API key)")
-    MILVUS_TIMEOUT: Annotated[float, Field(gt=0, le=600)] = 10.0
+    MILVUS_TIMEOUT: Annotated[float, Field(gt=0, le=600)] = Field(
+        10.0, description="Seconds per Milvus call, and the longest a recall request waits (then 503)"
+    )
     VECTOR_DIMENSION: Annotated[int, Field(ge=2, le=32768)] = 64
     DEFAULT_COLLECTION: str = "mind_items"
 
