@@ -257,6 +257,48 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (from /proc; gone ones count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def milvus_pids() -> list[int]:
+    """Every Milvus process on the machine (Milvus Lite's child and a server alike)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and (d / "comm").read_text().strip() == "milvus":
+                out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
+class CpuMeter:
+    """Cores each group of processes used while the block ran: where the machine's time went."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups, self.cores = groups, {}
+
+    def __enter__(self) -> "CpuMeter":
+        self._t0 = time.perf_counter()
+        self._cpu0 = {name: cpu_seconds(pids) for name, pids in self.groups.items()}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        elapsed = time.perf_counter() - self._t0
+        self.cores = {name: round((cpu_seconds(pids) - self._cpu0[name]) / elapsed, 3)
+                      for name, pids in self.groups.items()}
+
+
 def tree_rss_mb(pid: int) -> dict[str, float]:
     """RSS of the process, of its whole tree (e.g. the Milvus Lite child), peak of the process."""
     own = proc_status_kb(pid, "VmRSS") or 0

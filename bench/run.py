@@ -252,6 +252,11 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{_f(_get(e, 'raw_search.batched_16.users_per_s'), 0)} | "
                      f"{_f(_get(e, 'http_floor.users_per_s'), 0)} | "
                      f"{e['memory']['rss_mb']:.0f} ({e['memory']['tree_rss_mb']:.0f}) |")
+        cores = {b: _get(sv, f"{b}.load.16.cpu_cores") for b in ("lite", "server")}
+        if any(cores.values()):
+            L += ["", "Cores used under 16 clients (of 2): " + "; ".join(
+                f"{b}: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in c.items())
+                for b, c in cores.items() if c)]
         L += ["", "Limit (in process, same vectors): " + "; ".join(
             f"{n}: {x['batched']['users_per_s']:.0f} users/s batched by 128, 1 user "
             f"{x['per_user']['call']['median_ms']:.2f} ms" for n, x in sv.get("limit", {}).items())]

@@ -193,12 +193,18 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
             log(f"serve {backend}: {users} user(s)/request: median {lat['median_ms']:.1f} ms, "
                 f"p95 {lat['p95_ms']:.1f}, p99 {lat['p99_ms']:.1f}")
         out["load"] = {}
+        # Cores used during each load: the service's Python process, Milvus (Lite's child or
+        # the server), and this process (the load generator) - where the 2 cores went.
+        groups = {"service": [svc.proc.pid], "milvus": common.milvus_pids(),
+                  "load_generator": [os.getpid()]}
         for c in profile.concurrency:
-            out["load"][str(c)] = ld = load_test(svc.url, histories, c, profile.load_seconds,
-                                                 profile.load_max_requests)
+            with common.CpuMeter(groups) as cpu:
+                ld = load_test(svc.url, histories, c, profile.load_seconds,
+                               profile.load_max_requests)
+            out["load"][str(c)] = ld = {**ld, "cpu_cores": cpu.cores}
             log(f"serve {backend}: {c} clients: {ld['users_per_s']:.0f} users/s, median "
                 f"{ld['median_ms']:.1f} ms, p99 {ld['p99_ms']:.1f} ms ({ld['requests']} requests, "
-                f"{ld['errors']} errors)")
+                f"{ld['errors']} errors); cores used {cpu.cores}")
         c = max(profile.concurrency)
         out["http_floor"] = floor = http_floor(svc.url, c, profile.load_seconds,
                                                profile.load_max_requests)
