@@ -461,6 +461,8 @@ def traffic_report(answers: Sequence[Answer], expected: dict[str, list[Any]]) ->
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "transport_errors": statuses.get(0, 0),
         "transport_error_examples": sorted({str(a.body)[:200] for a in answers if a.status == 0})[:5],
+        "server_error_examples": sorted({str(a.body)[:200] for a in answers if a.status >= 500
+                                         and a.status != 503})[:5],
         "empty_answers": empty,
         "unexpected_answers": len(unexpected),
         "unexpected_examples": unexpected[:5],

@@ -303,7 +303,9 @@ def test_one_insert_at_a_time_and_recall_keeps_answering_during_it(loaded, tiny_
 
 def test_unexpected_errors_are_a_logged_500_with_a_request_id(tiny_model, tmp_path, caplog):
     settings = service_settings(tiny_model, MILVUS_URI=str(tmp_path / "items.db"))
-    with open_client(settings, raise_server_exceptions=False) as c:
+    # raise_server_exceptions (the default) would re-raise anything that leaves the app: the
+    # error must stop inside it, or uvicorn would also drop the client's connection.
+    with open_client(settings) as c:
 
         @c.app.get("/boom")
         def boom() -> None:

@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mind.milvus_store import CollectionMissing, MilvusUnavailable
 from service.request_id import request_id_of
@@ -138,6 +139,36 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class UnexpectedErrors:
+    """The last resort for a bug: a logged 500 JSON answer, and the error stops here.
+
+    Registered as a handler for ``Exception``, Starlette's ServerErrorMiddleware would send
+    the same answer and then re-raise, so uvicorn would also close the client's connection
+    (seen as resets under load). Sits inside RequestIdMiddleware, so the answer carries the id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # part of an answer is out: nothing valid can follow it
+                raise
+            await _unexpected(Request(scope), exc)(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Register every handler above on ``app``."""
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -146,4 +177,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(MilvusUnavailable, _milvus_unavailable)
     app.add_exception_handler(CollectionMissing, _collection_missing)
     app.add_exception_handler(InsertRunning, _insert_running)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(UnexpectedErrors)  # added first: the innermost of our middlewares
