@@ -15,9 +15,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from mind.milvus_store import CollectionMissing, MilvusUnavailable
+from service.asgi import HttpMiddleware
 from service.request_id import request_id_of
 
 log = logging.getLogger("recall.service")
@@ -139,7 +140,7 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-class UnexpectedErrors:
+class UnexpectedErrors(HttpMiddleware):
     """The last resort for a bug: a logged 500 JSON answer, and the error stops here.
 
     Registered as a handler for ``Exception``, Starlette's ServerErrorMiddleware would send
@@ -147,13 +148,7 @@ class UnexpectedErrors:
     (seen as resets under load). Sits inside RequestIdMiddleware, so the answer carries the id.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -12,19 +12,19 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.asgi import HttpMiddleware
+
 
 def too_large_message(limit: int) -> str:
     return f"request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)"
 
 
-class BodySizeLimit:
+class BodySizeLimit(HttpMiddleware):
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app, self.limit = app, max_body_bytes
+        super().__init__(app)
+        self.limit = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             await self._refuse(scope, receive, send)

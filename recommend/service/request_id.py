@@ -6,23 +6,19 @@ import re
 import uuid
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from service.asgi import HttpMiddleware
 
 HEADER = "x-request-id"
 # A caller's id is reused only if it is short and plain: it ends up in log lines.
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(HttpMiddleware):
     """Reuse a safe X-Request-ID from the caller or make one; echo it on the response."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = dict(scope["headers"]).get(HEADER.encode(), b"").decode("latin-1")
         rid = given if _SAFE.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
