@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -124,6 +125,25 @@ def test_recall_is_deterministic_and_ignores_unknown_ids(loaded, tiny_model):
     b = loaded.post("/rec/recall", json={"top_k": 20, "hist_item": noisy}).json()
     assert a == b
     check_rows(a, known, 20, n)
+
+
+def test_concurrent_requests_batched_together_get_the_answers_they_get_alone(loaded, tiny_model):
+    """Requests with different top_k, history rules and sizes, sent at once from 12 threads,
+    are answered in shared passes of the recall batcher; each answer equals its answer alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    bodies = [{"top_k": int(rng.integers(1, 60)), "exclude_history": bool(i % 3),
+               "hist_item": [rng.integers(1, TINY_ITEMS, size=int(rng.integers(1, 30))).tolist()
+                             for _ in range(int(rng.integers(1, 5)))]} for i in range(36)]
+    alone = [loaded.post("/rec/recall", json=b).json() for b in bodies]
+    batcher = loaded.app.state.engine._recall_batcher
+    passes, queries = batcher.passes, batcher.queries
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(lambda b: loaded.post("/rec/recall", json=b).json(), bodies))
+    assert together == alone
+    assert batcher.queries - queries == len(bodies)
+    print(f"{len(bodies)} concurrent requests answered in {batcher.passes - passes} passes")
 
 
 def test_a_history_with_no_known_item_gets_the_most_popular_items(loaded, tiny_model):
