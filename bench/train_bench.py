@@ -28,7 +28,7 @@ def run(profile: Profile, **_: Any) -> dict[str, Any]:
 
     config = load_config(common.config_path(profile))
     r, hp = config.runner, config.hyper_parameters
-    trainer.select_device(False)
+    trainer.select_device(False, r.cpu_threads)
     t0 = time.perf_counter()
     sequences = read_train_dir(r.train_data_dir, item_count=hp.item_count)
     steps, repeats = profile.train_steps, profile.train_repeats

@@ -23,6 +23,7 @@ import dataclasses
 import importlib
 import json
 import math
+import os
 import pickle
 import random
 import sys
@@ -64,14 +65,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     paddle.set_rng_state(pickle.loads(state["paddle"]))
 
 
-def select_device(use_gpu: bool) -> str:
-    """'gpu' when asked for and usable, else 'cpu' (with one warning if a GPU was asked for)."""
+def select_device(use_gpu: bool, cpu_threads: int = 0) -> str:
+    """'gpu' when asked for and usable, else 'cpu' (with one warning if a GPU was asked for).
+
+    On CPU, paddle's math runs on ``cpu_threads`` threads (0 = every core): paddle's own
+    default is one thread, which left half of a 2-core machine idle (3,856 -> 4,523
+    samples/s on the full catalogue, bench/train_bench.py).
+    """
     if use_gpu:
         if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
             paddle.set_device("gpu")
             return "gpu"
         warnings.warn("runner.use_gpu is true but no CUDA device is available: training on CPU")
     paddle.set_device("cpu")
+    paddle.base.core.set_num_threads(cpu_threads or os.cpu_count() or 1)
     return "cpu"
 
 
@@ -140,7 +147,7 @@ def train(
 ) -> list[dict[str, Any]]:
     """Train for runner.epochs (from the last checkpoint when resume); returns the epoch records."""
     r, hp = config.runner, config.hyper_parameters
-    device = select_device(r.use_gpu)
+    device = select_device(r.use_gpu, r.cpu_threads)
     reader = importlib.import_module(r.train_reader_path)
     sequences = reader.read_train_dir(r.train_data_dir, item_count=hp.item_count)
     counts = click_counts(sequences, hp.item_count)

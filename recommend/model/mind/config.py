@@ -47,6 +47,7 @@ class RunnerConfig:
     test_data_dir: Path
     train_reader_path: str = "mind.reader"
     use_gpu: bool = False
+    cpu_threads: int = 0
     use_auc: bool = False
     train_batch_size: int = 128
     epochs: int = 20
@@ -234,6 +235,7 @@ def _validate(r: RunnerConfig, h: HyperConfig) -> None:
     need(r.samples_per_epoch is None or r.samples_per_epoch >= 1,
          "runner.samples_per_epoch", "must be >= 1 or null (one sample per training user)")
     need(r.infer_start_epoch >= 0, "runner.infer_start_epoch", "must be >= 0")
+    need(r.cpu_threads >= 0, "runner.cpu_threads", "must be >= 0 (0 = every core)")
     need(r.infer_end_epoch >= r.infer_start_epoch, "runner.infer_end_epoch",
          "must be >= runner.infer_start_epoch")
     need(r.early_stopping_patience >= 0, "runner.early_stopping_patience", "must be >= 0 (0 = off)")
