@@ -173,7 +173,7 @@ def raw_search(search, vectors: np.ndarray, per_vector: int, users_per_call: int
 def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: list[list[int]],
                   server_uri: str | None) -> dict[str, Any]:
     import httpx
-    from mind.milvus_store import ItemStore
+    from itemstore import ItemStore
 
     uri = common.backend_uri(backend, "serve", server_uri)
     svc = Service(cfg, uri, common.WORK / f"uvicorn_{backend}.log")

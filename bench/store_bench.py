@@ -2,7 +2,7 @@
 and recall of each backend's default index against exact search, for the model's own item
 embeddings and the interest vectors of held-out users.
 
-Backends: Milvus Lite and the Milvus server through mind.milvus_store.ItemStore (the class the
+Backends: Milvus Lite and the Milvus server through itemstore.ItemStore (the class the
 service and infer.py use), and the in-process limits: exact numpy search (mind.exact_search)
 and a faiss IVF index (when faiss-cpu is installed: bench/requirements.txt).
 
@@ -100,7 +100,7 @@ def measure(name: str, search: SearchFn, queries: np.ndarray, truth: np.ndarray,
 
 def run(profile: Profile, backends=("lite", "server"), server_uri: str | None = None,
         **_: Any) -> dict[str, Any]:
-    from mind.milvus_store import DEFAULT_INDEX, ItemStore
+    from itemstore import DEFAULT_INDEX, ItemStore
 
     tower = common.load_tower(profile)
     ids, vectors = tower.item_embeddings()

@@ -29,7 +29,7 @@ for p in (REPO / "recommend" / "model", REPO / "recommend"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from mind.milvus_store import ItemStore  # noqa: E402
+from itemstore import ItemStore  # noqa: E402
 from mind.retrieval import merge_hits  # noqa: E402
 
 TOP_K = 50

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -28,29 +28,12 @@ MILVUS_MAX_TOPK = 16384
 MILVUS_MAX_NQ = 16384
 INT64_MAX = 2**63 - 1
 
-# Milvus's rule, capped at 201 characters and minus the suffixes mind.milvus_store reserves
-# for its physical collections (<name>__v<n>) and its Milvus Lite pointer (<name>__served).
+# Milvus's rule, capped at 201 characters and minus the parts itemstore reserves for its
+# physical collections (<name>__v<n>), Lite pointer (<name>__served) and build leases.
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
-_RESERVED_COLLECTION_PARTS = ("__v", "__served")
+_RESERVED_COLLECTION_PARTS = ("__v", "__served", "__builds")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _URL = re.compile(r"^https?://[^\s/]+(:\d{1,5})?/?$")
-
-
-def _take_lite_uri(environ: MutableMapping[str, str]) -> str:
-    """Remove a Milvus Lite MILVUS_URI from ``environ`` and return it ("" if none).
-
-    pymilvus reads MILVUS_URI itself when it is first imported and refuses to import
-    at all unless the value is http(s)://..., so a .db path must be gone from the
-    environment before anything imports pymilvus. main.py imports this module first.
-    """
-    value = environ.get("MILVUS_URI", "")
-    if value.strip().endswith(".db"):
-        del environ["MILVUS_URI"]
-        return value
-    return ""
-
-
-_LITE_URI_FROM_ENV = _take_lite_uri(os.environ)
 
 
 class SettingsError(ValueError):
@@ -101,6 +84,10 @@ class Settings(BaseModel):
     EPOCH_NUM: Annotated[int, Field(ge=0)] | None = Field(
         None, description="Saved epoch to serve; unset = the latest complete one"
     )
+    AUTO_INSERT: bool = Field(
+        False, description="At start-up, load this model's items when the collection is empty "
+        "or holds another model's (one replica should do it, not all)"
+    )
 
     # --- HTTP ---------------------------------------------------------------------
     API_TOKEN: str = Field(
@@ -147,8 +134,8 @@ class Settings(BaseModel):
                 f"(at most 201), got {value!r}"
             )
         if any(part in value for part in _RESERVED_COLLECTION_PARTS):
-            raise ValueError(f"collection name {value!r} contains '__v' or '__served', "
-                             "which the item store reserves for its own collections")
+            raise ValueError(f"collection name {value!r} contains one of "
+                             f"{_RESERVED_COLLECTION_PARTS}, which the item store reserves")
         return value
 
     @field_validator("MODEL_CONFIG_PATH")
@@ -230,7 +217,4 @@ def _describe(exc: ValidationError) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use."""
-    environ = dict(os.environ)
-    if _LITE_URI_FROM_ENV and not environ.get("MILVUS_URI"):
-        environ["MILVUS_URI"] = _LITE_URI_FROM_ENV
-    return Settings.from_env(environ)
+    return Settings.from_env()

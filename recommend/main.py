@@ -19,11 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from config import Settings, get_settings
 from service import errors
-from service.engine import RecallEngine
 from service.limits import BodySizeLimit
 from service.request_id import RequestIdMiddleware
 from service.routes import health, rec
 from service.security import ExposureWatch, launch_host, warn_if_exposed
+from service.startup import KNOWN_START_ERRORS, OneLineStartErrors, open_engine
 
 log = logging.getLogger("recall.service")
 
@@ -40,13 +40,13 @@ def _configure_logging() -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    # A missing or corrupt model is an operator error: fail the start-up loudly.
-    engine = await run_in_threadpool(RecallEngine.open, settings)
-    log.info("model %s epoch %s loaded", settings.MODEL_CONFIG_PATH, engine.tower.epoch)
-    # Milvus down is not fatal: requests answer 503 until it comes back.
-    if not await run_in_threadpool(engine.store.ping):
-        log.warning("Milvus at %s is not reachable yet; answering 503 until it is",
-                    settings.milvus_uri)
+    # A missing or corrupt model, or a Lite file another process has open, is an operator
+    # error: fail the start-up, in one line when the message says it all.
+    try:
+        engine = await run_in_threadpool(open_engine, settings)
+    except KNOWN_START_ERRORS as exc:
+        app.state.start_error = f"{type(exc).__name__}: {exc}"
+        raise
     warn_if_exposed(settings, launch_host(settings))
     app.state.engine = engine
     try:
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ExposureWatch, settings=settings)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.MAX_BODY_BYTES)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(OneLineStartErrors)
     app.include_router(rec.build_router(settings))
     app.include_router(health.router)
     return app

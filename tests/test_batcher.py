@@ -116,7 +116,7 @@ def test_engine_answers_503_at_the_deadline_when_the_search_hangs():
     import asyncio
     import time
 
-    from mind.milvus_store import MilvusUnavailable
+    from itemstore import MilvusUnavailable
     from service.engine import RecallEngine
     from test_retrieval import TinyTower, exact_search
 

@@ -2,7 +2,7 @@
 
 Each bench module runs its `tiny` profile (1,500 items, a few steps, a handful of requests) in a
 temporary work dir; only the shape of the results is checked, never the speed. The Milvus server
-backend is left out (one server per machine; tests/test_milvus_store.py covers it).
+backend is left out (one server per machine; tests/test_itemstore.py covers it).
 """
 
 from __future__ import annotations

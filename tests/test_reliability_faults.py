@@ -2,7 +2,7 @@
 
 Already proven elsewhere and not repeated: one request during a server outage through
 TestClient (test_api.py), the store's behaviour when a replace fails midway or its leftover is
-found (test_milvus_store.py). Added here:
+found (test_itemstore.py). Added here:
 * Milvus Lite: SIGKILL of the service during /rec/insert_data, then restarts (killed and
   graceful): count and answers for fixed users unchanged, the next insert_data completes.
 * Milvus server (marked `server`):
@@ -179,7 +179,7 @@ def on_server(request, two_epochs, tmp_path_factory) -> Iterator[ServerSetup]:
 @pytest.mark.server
 @pytest.mark.slow
 def test_recall_during_insert_data_sees_the_old_or_the_new_items_never_a_mix(on_server):
-    from mind.milvus_store import ItemStore
+    from itemstore import ItemStore
     from mind.user_tower import UserTower
 
     # Epoch 0's items loaded by another writer (the store module, as infer.py does).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from config import SERVICE_DIR, Settings, SettingsError, _take_lite_uri, get_settings, is_loopback
+from config import SERVICE_DIR, Settings, SettingsError, get_settings, is_loopback
 from service.security import launch_host, warn_if_exposed
 
 TOKEN = "0123456789abcdef0123"
@@ -127,11 +127,3 @@ def test_warns_only_when_exposed_without_a_token(caplog):
 def test_default_lite_file_is_ignored_by_git():
     ignore = (SERVICE_DIR.parent / ".gitignore").read_text()
     assert "*.db" in ignore.split() and Path(Settings.from_env({}).milvus_uri).suffix == ".db"
-
-
-def test_a_lite_uri_is_taken_out_of_pymilvus_sight():
-    """pymilvus refuses to import while MILVUS_URI holds a .db path; a server URI may stay."""
-    env = {"MILVUS_URI": "/tmp/items.db", "OTHER": "1"}
-    assert _take_lite_uri(env) == "/tmp/items.db" and env == {"OTHER": "1"}
-    env = {"MILVUS_URI": "http://127.0.0.1:19530"}
-    assert _take_lite_uri(env) == "" and env == {"MILVUS_URI": "http://127.0.0.1:19530"}

@@ -77,10 +77,10 @@ def make_search(args: argparse.Namespace, config: Config, tower: UserTower):
     if args.search == "exact":
         backend = ExactSearch(ids, vectors)
         return backend.search, time.perf_counter() - start, None
-    from mind.milvus_store import ItemStore  # pymilvus is only needed on this path
+    from itemstore import ItemStore  # pymilvus is only needed on this path
 
     uri = args.milvus_uri or str(config.runner.model_save_path / "milvus_eval.db")
-    store = ItemStore(uri, EVAL_COLLECTION, dim=tower.dim)
+    store = ItemStore(uri, EVAL_COLLECTION, dim=tower.dim, identity=tower.identity())
     store.replace_items(ids, vectors)
     return store.search, time.perf_counter() - start, store
 
@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
               f"python -u trainer.py -m {args.config}", file=sys.stderr)
         return 2
 
+    # The best epoch is chosen on the valid users, never on the users it is reported for.
+    select_on = None
+    if args.split == "test" and runner.valid_data_dir is not None and len(epochs) > 1:
+        select_on = read_eval_dir(runner.valid_data_dir, config.hyper_parameters.item_count)
     records = []
     for epoch in epochs:
         tower = UserTower(config, epoch)
@@ -168,10 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = evaluate_tower(tower, search, data, cutoffs, runner.infer_batch_size,
                                     args.exclude_history, name=f"MIND[{args.search}]")
+            valid = None if select_on is None else evaluate_tower(
+                tower, search, select_on, [args.top_n], runner.infer_batch_size,
+                args.exclude_history, name="valid")
         finally:
             if store is not None:
                 store.close()
         rec = result_record(result, epoch, load_seconds)
+        rec["selection_recall"] = (valid or result).metrics[args.top_n]["recall"]
         records.append(rec)
         t = result.seconds
         print(f"[infer] epoch {epoch} {result.line(args.top_n)} | {rec['users_per_second']:.0f} users/s "
@@ -185,13 +193,17 @@ def main(argv: list[str] | None = None) -> int:
             records.append(result_record(result, None))
             print(f"[infer] baseline {result.line(args.top_n)}")
 
-    best = max((r for r in records if r["epoch"] is not None),
-               key=lambda r: r["metrics"][str(args.top_n)]["recall"])
-    print(f"[infer] best epoch {best['epoch']}: Recall@{args.top_n}="
-          f"{best['metrics'][str(args.top_n)]['recall']:.4f}")
+    mind_records = [r for r in records if r["epoch"] is not None]
+    if select_on is not None:
+        best, chosen_by = max(mind_records, key=lambda r: r["selection_recall"]), "valid Recall"
+    else:  # nothing to choose on but the reported users themselves: take the last epoch
+        best, chosen_by = mind_records[-1], "being the last epoch (no valid split to choose on)"
+    print(f"[infer] best epoch {best['epoch']} (chosen by {chosen_by}): {args.split} "
+          f"Recall@{args.top_n}={best['metrics'][str(args.top_n)]['recall']:.4f}")
     out = args.json or (runner.model_save_path / "infer_results.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": str(Path(args.config).resolve()), "split": args.split, "top_n": args.top_n,
+               "best_epoch": best["epoch"], "best_epoch_chosen_on": chosen_by,
                "search": args.search, "exclude_history": args.exclude_history, "results": records}
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"[infer] JSON results: {out}")

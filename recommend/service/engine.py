@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from config import Settings, SettingsError
-from mind.milvus_store import CollectionMissing, ItemStore, MilvusUnavailable
+from itemstore import CollectionMissing, ItemStore, MilvusUnavailable, ModelMismatch
 from mind.retrieval import RecallQuery, recall_many
 from mind.user_tower import UserTower
 from service.batcher import MicroBatcher
@@ -74,7 +74,7 @@ class RecallEngine:
             self._answer_recalls,
             max_batch=max_batch_users,
             size_of=lambda q: len(q.histories),
-            shared_errors=(MilvusUnavailable, CollectionMissing),
+            shared_errors=(MilvusUnavailable, CollectionMissing, ModelMismatch),
             name="recall-batcher",
         )
 
@@ -96,6 +96,9 @@ class RecallEngine:
             dim=settings.VECTOR_DIMENSION,
             token=settings.MILVUS_TOKEN,
             timeout=settings.MILVUS_TIMEOUT,
+            # Recorded with every collection this service builds, and checked before every
+            # answer: user vectors of one model are never paired with another's items.
+            identity=tower.identity(),
         )
         return cls(tower, store, max_batch_users=settings.MAX_BATCH_USERS)
 
@@ -159,22 +162,32 @@ class RecallEngine:
             self._write_lock.release()
 
     def readiness(self) -> dict[str, str]:
-        """Each check "ok" or why not: model, Milvus reachable, collection loaded."""
+        """Each check "ok" or why not: model, Milvus reachable, collection loaded and
+        holding this model's items."""
         checks = {"model": f"ok (epoch {getattr(self.tower, 'epoch', '?')})"}
         try:
             if not self.store.ping():
                 raise MilvusUnavailable(f"no answer from {self.store.uri}")
             checks["milvus"] = f"ok ({self.store.backend})"
-            if self.store.count() > 0 and self.store.is_loaded():
-                checks["collection"] = "ok"
-            else:
-                checks["collection"] = "collection is empty: call /rec/insert_data"
+            checks["collection"] = self.collection_state()
         except MilvusUnavailable as exc:
             checks["milvus"] = f"unreachable: {exc}"
             checks["collection"] = "unknown: Milvus is unreachable"
         if self.inserting:
             checks["insert_data"] = "running"
         return checks
+
+    def collection_state(self) -> str:
+        """"ok", or what is wrong with the served collection and how to fix it."""
+        try:
+            self.store.check_model()
+        except CollectionMissing:
+            return "collection is empty: call /rec/insert_data"
+        except ModelMismatch as exc:
+            return str(exc)
+        if self.store.count() > 0 and self.store.is_loaded():
+            return "ok"
+        return "collection is empty: call /rec/insert_data"
 
     def close(self) -> None:
         self._recall_batcher.close()

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from mind.milvus_store import CollectionMissing, MilvusUnavailable
+from itemstore import BuildConflict, CollectionMissing, MilvusUnavailable, ModelMismatch
 from service.asgi import HttpMiddleware
 from service.request_id import request_id_of
 
@@ -125,7 +125,8 @@ def _collection_missing(request: Request, exc: CollectionMissing) -> JSONRespons
     )
 
 
-def _insert_running(request: Request, exc: InsertRunning) -> JSONResponse:
+def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    """A state the client can fix or wait out: an insert under way, another model's items."""
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
@@ -171,5 +172,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(MilvusUnavailable, _milvus_unavailable)
     app.add_exception_handler(CollectionMissing, _collection_missing)
-    app.add_exception_handler(InsertRunning, _insert_running)
+    for conflict in (InsertRunning, BuildConflict, ModelMismatch):
+        app.add_exception_handler(conflict, _conflict)
     app.add_middleware(UnexpectedErrors)  # added first: the innermost of our middlewares

@@ -8,13 +8,15 @@ ignored, the last ``maxlen`` known clicks are used, the batch runs at once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import paddle
 
-from mind.checkpoint import list_epochs, load_item_counts, load_model
+from mind.checkpoint import checkpoint_root, list_epochs, load_item_counts, load_model, read_meta
 from mind.config import Config, load_config
 from mind.reader import pad_histories
 
@@ -32,6 +34,7 @@ class UserTower:
         self.maxlen = int(hp.maxlen)
         self.dim = int(hp.embedding_dim)
         self.num_interests = int(hp.interest_num)
+        self._identity: dict[str, Any] | None = None
         counts = np.asarray(load_item_counts(config, epoch), dtype=np.int64)
         counts[0] = -1  # padding is never popular
         # Stable sort: among equally popular items the smaller id (more frequent in
@@ -70,6 +73,24 @@ class UserTower:
         table = np.asarray(self.model.item_embeddings(), dtype=np.float32)
         ids = np.arange(1, self.item_count, dtype=np.int64)
         return ids, np.ascontiguousarray(table[1:])
+
+    def identity(self) -> dict[str, Any]:
+        """Which model this is, as the item store records it beside the items it serves:
+        checksums decide (of the item table and of the saved weights), the rest is for
+        messages."""
+        if self._identity is None:
+            _, vectors = self.item_embeddings()
+            meta = read_meta(checkpoint_root(self.config), self.epoch)
+            self._identity = {
+                "config": str(self.config.path) if self.config.path else None,
+                "epoch": self.epoch,
+                "run_id": meta.get("run_id"),
+                "items_sha256": hashlib.sha256(vectors.tobytes()).hexdigest(),
+                "model_sha256": meta.get("files", {}).get("rec.pdparams"),
+                "item_count": self.item_count,
+                "dim": self.dim,
+            }
+        return self._identity
 
     def popular_items(self, n: int) -> np.ndarray:
         """The n items most clicked in training, most clicked first."""

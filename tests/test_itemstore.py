@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from mind.milvus_store import CollectionMissing, ItemStore, MilvusUnavailable
+from itemstore import CollectionMissing, ItemStore, MilvusUnavailable
 
 DIM = 16
 
@@ -80,7 +80,7 @@ def test_rerun_replaces_without_duplicates_and_changes_vectors(store: ItemStore)
     np.testing.assert_allclose(scores[:, 0], np.sum(q * new[exact_top_k(new, q, 1)[:, 0]], axis=1),
                                rtol=1e-4)
     # Only the served physical collection remains (old one dropped, no duplicates).
-    assert len(store._physical_names()) == 1
+    assert len(store.generations.physical_names()) == 1
 
 
 def test_flat_search_equals_numpy_exact(lite_store: ItemStore) -> None:
@@ -115,7 +115,7 @@ def test_one_request_for_many_vectors_with_padding(lite_store: ItemStore, fast: 
     lite_store.replace_items(ids, vecs, index_type="FLAT")
     lite_store.fast_search = fast  # the numpy-reading path, and pymilvus's public search()
     lite_store.search(vecs[:1], 1)  # pointer and vector width read and cached
-    stub = lite_store._connect()._get_connection()._stub
+    stub = lite_store.conn.client()._get_connection()._stub
     calls = []
     real_search = stub.Search
 
@@ -146,7 +146,7 @@ def test_a_failed_fast_search_is_left_to_pymilvus_own_search(lite_store: ItemSto
     ids, vecs = catalogue(50, seed=23)
     lite_store.replace_items(ids, vecs, index_type="FLAT")
     lite_store.search(vecs[:1], 1)
-    stub = lite_store._connect()._get_connection()._stub
+    stub = lite_store.conn.client()._get_connection()._stub
     real_search = stub.Search
     calls = []
 
@@ -190,7 +190,7 @@ def test_drop_then_count_zero_and_search_missing(store: ItemStore) -> None:
     with pytest.raises(CollectionMissing):
         store.search(vecs[:2], 5)
     store.drop()  # dropping what is gone is not an error
-    assert store._names() == [] or all(not n.startswith(store.collection) for n in store._names())
+    assert store.generations.names() == [] or all(not n.startswith(store.collection) for n in store.generations.names())
 
 
 def test_searches_keep_answering_during_replace(store: ItemStore) -> None:
@@ -243,11 +243,11 @@ def test_cached_lite_pointer_follows_a_replace_by_another_store(lite_store: Item
     np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(new, new[:3], 1)[:, 0]])
 
 
-class _KeepsOldStore(ItemStore):
+def _keeps_old(store: ItemStore) -> ItemStore:
     """A replace that switches the pointer but dies before dropping the old collection."""
-
-    def _drop_collection(self, name: str) -> None:
-        return None
+    store.generations.drop_collection = lambda name: None  # type: ignore[method-assign]
+    store.generations.cleanup = lambda: []  # type: ignore[method-assign]
+    return store
 
 
 def test_cached_lite_pointer_is_reread_within_its_ttl(lite_store: ItemStore) -> None:
@@ -255,7 +255,7 @@ def test_cached_lite_pointer_is_reread_within_its_ttl(lite_store: ItemStore) -> 
     lite_store.replace_items(ids, old, index_type="FLAT")
     lite_store.pointer_ttl = 0.5
     lite_store.search(old[:2], 1)
-    other = _KeepsOldStore(lite_store.uri, lite_store.collection, dim=DIM, timeout=10)
+    other = _keeps_old(ItemStore(lite_store.uri, lite_store.collection, dim=DIM, timeout=10))
     _, new = catalogue(200, seed=34)
     try:
         other.replace_items(ids, new, index_type="FLAT")
@@ -273,8 +273,8 @@ def test_items_are_stored_augmented_and_old_layout_still_searches(lite_store: It
     ids, vecs = catalogue(300, seed=35)
     vecs[:10] *= 20  # a few long vectors, as trained embeddings have
     lite_store.replace_items(ids, vecs, index_type="FLAT")
-    client = lite_store._connect()
-    physical = lite_store._served(refresh=True)
+    client = lite_store.conn.client()
+    physical = lite_store.generations.served()
     fields = client.describe_collection(physical)["fields"]
     assert [f["params"]["dim"] for f in fields if f["name"] == "embedding"] == [DIM + 1]
     stored = client.query(physical, filter="id in [1, 2, 50]", output_fields=["embedding"])
@@ -286,7 +286,7 @@ def test_items_are_stored_augmented_and_old_layout_still_searches(lite_store: It
     np.testing.assert_array_equal(got, ids[want])
     np.testing.assert_allclose(scores, np.take_along_axis(q @ vecs.T, want, axis=1), rtol=1e-4)
     # A collection of the old layout (dim wide, before this module augmented) still answers.
-    legacy = f"{lite_store.collection}__v{lite_store._generation(physical) + 1}"
+    legacy = f"{lite_store.collection}__v{lite_store.generations.generation(physical) + 1}"
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=DIM)
@@ -296,7 +296,7 @@ def test_items_are_stored_augmented_and_old_layout_still_searches(lite_store: It
     client.insert(legacy, [{"id": int(i), "embedding": v.tolist()} for i, v in zip(ids, vecs)])
     client.flush(legacy)
     client.load_collection(legacy)
-    lite_store._lite_point_to(legacy)
+    lite_store.generations._point_to(legacy)
     got, _ = lite_store.search(q, 10)
     np.testing.assert_array_equal(got, ids[want])
 
@@ -343,7 +343,7 @@ class _BadBatchStore(ItemStore):
 def test_failure_midway_keeps_served_collection(store: ItemStore) -> None:
     ids, vecs = catalogue(400, seed=12)
     store.replace_items(ids, vecs, index_type="FLAT")
-    served = store._physical_names()
+    served = store.generations.physical_names()
     bad = _BadBatchStore(store.uri, store.collection, dim=DIM, timeout=10)
     bad.batch_bytes = 4 * 1024  # ~50 rows a batch
     _, new = catalogue(400, seed=13)
@@ -354,7 +354,7 @@ def test_failure_midway_keeps_served_collection(store: ItemStore) -> None:
         assert bad.batches == 3
     finally:
         bad.close()
-    assert store._physical_names() == served  # the partial collection was dropped
+    assert store.generations.physical_names() == served  # the partial collection was dropped
     assert store.count() == 400
     got, _ = store.search(vecs[:3], 1)
     np.testing.assert_array_equal(got[:, 0], ids[exact_top_k(vecs, vecs[:3], 1)[:, 0]])  # old data
@@ -368,17 +368,17 @@ def test_leftover_of_a_killed_replace_is_cleaned_up(lite_store: ItemStore) -> No
     lite_store.replace_items(ids, vecs, index_type="FLAT")
     # What a replace killed mid-insert leaves: an unpointed physical collection with rows.
     leftover = f"{lite_store.collection}__v1"
-    client = lite_store._connect()
+    client = lite_store.conn.client()
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=DIM)
     client.create_collection(leftover, schema=schema)
     client.insert(leftover, [{"id": 1, "embedding": vecs[0].tolist()}])
-    assert leftover in lite_store._physical_names()
+    assert leftover in lite_store.generations.physical_names()
     assert lite_store.count() == 100  # not served
     lite_store.replace_items(ids, vecs, index_type="FLAT")
-    assert leftover not in lite_store._names()
-    assert len(lite_store._physical_names()) == 1
+    assert leftover not in lite_store.generations.names()
+    assert len(lite_store.generations.physical_names()) == 1
 
 
 @pytest.mark.parametrize(
@@ -453,7 +453,7 @@ def test_a_lite_file_in_milvus_uri_does_not_break_the_import(tmp_path):
     import sys
 
     env = {**os.environ, "MILVUS_URI": str(tmp_path / "items.db")}
-    done = subprocess.run([sys.executable, "-c", "import mind.milvus_store"], env=env,
+    done = subprocess.run([sys.executable, "-c", "import itemstore, os, sys; sys.exit(os.environ.get('MILVUS_URI', '') == '')"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -463,7 +463,7 @@ def test_a_proxy_deadline_counts_as_unavailable() -> None:
     (MilvusUnavailable, retried by callers), not a 500."""
     from pymilvus import MilvusException
 
-    from mind.milvus_store import _is_unavailable
+    from itemstore.errors import is_unavailable as _is_unavailable
 
     assert _is_unavailable(MilvusException(65535, "proxy TaskCondition context Done"))
     assert not _is_unavailable(MilvusException(1100, "invalid parameter: ef"))
@@ -473,7 +473,7 @@ def test_a_connection_closed_by_another_thread_counts_as_unavailable():
     """Seen in the outage run: a call racing another thread's reset gets these messages."""
     from pymilvus import MilvusException
 
-    from mind.milvus_store import _is_unavailable
+    from itemstore.errors import is_unavailable as _is_unavailable
 
     for text in ("should create connection first", "Cannot invoke RPC on closed channel!"):
         assert _is_unavailable(MilvusException(message=text)), text
@@ -485,7 +485,7 @@ def test_an_unrecognised_error_from_an_unreachable_server_is_unavailable():
     "outage" (503), while the same error from a reachable server stays a bug (re-raised)."""
     import socket
 
-    from mind.milvus_store import ItemStore, MilvusUnavailable
+    from itemstore import ItemStore, MilvusUnavailable
 
     def fail(_client):
         raise RuntimeError("a message no marker knows")
@@ -495,9 +495,9 @@ def test_an_unrecognised_error_from_an_unreachable_server_is_unavailable():
         listener.listen()
         port = listener.getsockname()[1]
         store = ItemStore(f"http://127.0.0.1:{port}", "items", dim=4, timeout=1)
-        store._client = object()  # the call below fails before using it
+        store.conn._client = object()  # the call below fails before using it
         with pytest.raises(RuntimeError, match="no marker knows"):
-            store._call(fail)
-    store._client = object()  # the port is closed now
+            store.conn.call(fail)
+    store.conn._client = object()  # the port is closed now
     with pytest.raises(MilvusUnavailable, match="no marker knows"):
-        store._call(fail)
+        store.conn.call(fail)

@@ -1,0 +1,289 @@
+"""Physical generations of one served collection: which is served, the switch, and builds.
+
+Replacing the items never disturbs searches: a replace builds a fresh physical collection
+``<name>__v<generation>`` and only then switches the served name to it.
+  * Server: the served name is a Milvus alias, switched atomically with alter_alias.
+  * Milvus Lite 2.5.1 implements neither aliases nor rename_collection, so the switch is a
+    pointer: a tiny collection ``<name>__served`` whose row with the highest generation names
+    the served physical collection (one atomic insert).
+Several processes may replace at once (replicas on one server). Each build holds a lease, a
+row ``(generation, owner, heartbeat)`` in ``<name>__builds``, refreshed every
+HEARTBEAT_SECONDS. Clean-up drops a physical collection only when it is not served and its
+lease is gone, older than LEASE_SECONDS, or owned by a dead process on this host: a build
+under way elsewhere is never dropped (milvus/DEPLOY.md, "Several writers").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from itemstore.client import Connection, DataType, MilvusClient
+from itemstore.errors import BuildConflict, is_not_found
+
+log = logging.getLogger("itemstore")
+
+PHYSICAL = "__v"
+POINTER = "__served"
+BUILDS = "__builds"
+HEARTBEAT_SECONDS = 5.0
+# A lease not refreshed for this long belongs to a build that died (12 missed heartbeats;
+# replicas' clocks are assumed within a few seconds of each other, as NTP keeps them).
+LEASE_SECONDS = 60.0
+_HOST = socket.gethostname()
+
+
+def _owner() -> str:
+    return f"{_HOST}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Lease:
+    generation: int
+    owner: str  # "host:pid"
+    heartbeat_ms: int
+
+    def live(self, now_ms: int | None = None) -> bool:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if now_ms - self.heartbeat_ms > LEASE_SECONDS * 1000:
+            return False
+        host, _, pid = self.owner.rpartition(":")
+        return host != _HOST or not pid.isdigit() or _process_alive(int(pid))
+
+    def describe(self) -> str:
+        age = max(0.0, time.time() - self.heartbeat_ms / 1000)
+        return f"process {self.owner} (generation {self.generation}, heartbeat {age:.0f} s ago)"
+
+
+def _tiny_schema(description: str, *fields: tuple[str, DataType, dict]) -> Any:
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                        description=description)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    for name, dtype, kwargs in fields:
+        schema.add_field(name, dtype, **kwargs)
+    # Milvus requires a vector field in every collection; this one is never searched.
+    schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+    return schema
+
+
+class Generations:
+    """The served physical collection of ``collection``, its switch and its build leases."""
+
+    def __init__(self, conn: Connection, collection: str) -> None:
+        self.conn, self.collection = conn, collection
+        self.timeout = conn.timeout
+
+    # ------------------------------------------------------------------ names
+    def names(self) -> list[str]:
+        return self.conn.call(lambda c: c.list_collections(timeout=self.timeout))
+
+    def physical_names(self) -> list[str]:
+        prefix = self.collection + PHYSICAL
+        return [n for n in self.names() if n.startswith(prefix) and n[len(prefix):].isdigit()]
+
+    def physical_name(self, generation: int) -> str:
+        return f"{self.collection}{PHYSICAL}{generation}"
+
+    @staticmethod
+    def generation(physical: str) -> int:
+        return int(physical.rsplit(PHYSICAL, 1)[1])
+
+    def drop_collection(self, name: str) -> None:
+        if name in self.names():
+            self.conn.call(lambda c: c.drop_collection(name, timeout=self.timeout))
+
+    # ------------------------------------------------------------------ served
+    def served(self) -> str | None:
+        """The physical collection served now (None if nothing is)."""
+        if self.conn.backend == "lite":
+            return self._pointer()
+        target = self._alias_target()
+        if target:
+            return target
+        # A plain collection holding the name (made before aliases were used, or by hand).
+        return self.collection if self.collection in self.names() else None
+
+    def switch(self, physical: str) -> str | None:
+        """Serve ``physical``; returns what was served before (None if nothing was)."""
+        if self.conn.backend == "lite":
+            previous = self._pointer()
+            self._point_to(physical)
+            return previous
+        previous = self._alias_target()
+        if previous:
+            self.conn.call(lambda c: c.alter_alias(physical, self.collection, timeout=self.timeout))
+            return previous
+        if self.collection in self.names():
+            # A plain collection already holds the name: it must go before the alias can
+            # take the name; searches fail for that moment only.
+            self.drop_collection(self.collection)
+        self.conn.call(lambda c: c.create_alias(physical, self.collection, timeout=self.timeout))
+        return None
+
+    def _alias_target(self) -> str | None:
+        # Scan our physical collections' aliases instead of describe_alias, whose "not found"
+        # pymilvus logs as an ERROR with a traceback on every call.
+        for name in self.physical_names():
+            try:
+                info = self.conn.call(lambda c, n=name: c.list_aliases(collection_name=n,
+                                                                       timeout=self.timeout))
+            except Exception as exc:
+                if is_not_found(exc):  # dropped by another writer since the listing
+                    continue
+                raise
+            if self.collection in info.get("aliases", []):
+                return name
+        return None
+
+    def _pointer(self) -> str | None:
+        pointer = self.collection + POINTER
+        if pointer not in self.names():
+            return None
+        rows = self.conn.call(lambda c: c.query(pointer, filter="id >= 0", output_fields=["target"],
+                                                timeout=self.timeout))
+        return max(rows, key=lambda r: r["id"])["target"] if rows else None
+
+    def _point_to(self, physical: str) -> None:
+        pointer = self.collection + POINTER
+        self._ensure_tiny(pointer, ("target", DataType.VARCHAR, {"max_length": 256}))
+        gen = self.generation(physical)
+        row = {"id": gen, "target": physical, "unused": [0.0, 0.0]}
+        self.conn.call(lambda c: c.insert(pointer, [row], timeout=self.timeout))
+        # Older pointer rows are history now; the highest generation already wins.
+        self.conn.call(lambda c: c.delete(pointer, filter=f"id < {gen}", timeout=self.timeout))
+
+    def _ensure_tiny(self, name: str, *fields: tuple[str, DataType, dict]) -> None:
+        if name in self.names():
+            return
+        schema = _tiny_schema("item store bookkeeping", *fields)
+        idx = MilvusClient.prepare_index_params()
+        idx.add_index("unused", index_type="FLAT", metric_type="L2")
+        try:
+            self.conn.call(lambda c: c.create_collection(
+                name, schema=schema, index_params=idx, consistency_level="Strong",
+                timeout=self.timeout))
+        except Exception:
+            if name not in self.names():  # not another process creating it at the same time
+                raise
+
+    # ------------------------------------------------------------------ build leases
+    def begin(self, generation: int) -> None:
+        """Hold a lease for building ``generation``; BuildConflict if an earlier build of
+        another process is under way (the later one yields, so the earlier can finish)."""
+        self._ensure_tiny(self.collection + BUILDS, ("owner", DataType.VARCHAR, {"max_length": 256}),
+                          ("heartbeat", DataType.INT64, {}))
+        self.heartbeat(generation)
+        earlier = [lease for lease in self.leases()
+                   if lease.generation < generation and lease.live()]
+        if earlier:
+            self.end(generation)
+            raise BuildConflict(
+                f"another insert_data is loading collection {self.collection!r}: "
+                f"{earlier[0].describe()}; try again when it finishes")
+
+    def heartbeat(self, generation: int) -> None:
+        row = {"id": generation, "owner": _owner(), "heartbeat": int(time.time() * 1000),
+               "unused": [0.0, 0.0]}
+        self.conn.call(lambda c: c.upsert(self.collection + BUILDS, [row], timeout=self.timeout))
+
+    def end(self, generation: int) -> None:
+        self.conn.call(lambda c: c.delete(self.collection + BUILDS, filter=f"id == {generation}",
+                                          timeout=self.timeout))
+
+    def leases(self) -> list[Lease]:
+        builds = self.collection + BUILDS
+        if builds not in self.names():
+            return []
+        rows = self.conn.call(lambda c: c.query(
+            builds, filter="id >= 0", output_fields=["owner", "heartbeat"],
+            consistency_level="Strong", timeout=self.timeout))
+        return [Lease(int(r["id"]), str(r["owner"]), int(r["heartbeat"])) for r in rows]
+
+    def others_building(self, mine: int | None = None) -> list[Lease]:
+        return [lease for lease in self.leases() if lease.generation != mine and lease.live()]
+
+    # ------------------------------------------------------------------ clean-up
+    def cleanup(self) -> list[str]:
+        """Drop physical collections that are provably abandoned; returns their names.
+
+        The order matters: collections are listed before leases are read (a build writes its
+        lease before it creates its collection), and the served one is read last (a build
+        ends its lease only after its switch).
+        """
+        names = self.physical_names()
+        leases = {lease.generation: lease for lease in self.leases()}
+        served = self.served()
+        dropped = []
+        for name in names:
+            lease = leases.get(self.generation(name))
+            if name == served or (lease is not None and lease.live()):
+                continue
+            try:
+                self.conn.call(lambda c, n=name: c.drop_collection(n, timeout=self.timeout))
+                dropped.append(name)
+            except Exception as exc:
+                if not is_not_found(exc):
+                    raise
+        for lease in leases.values():
+            if not lease.live():
+                self.end(lease.generation)
+        if dropped:
+            log.info("dropped abandoned collections %s", ", ".join(dropped))
+        return dropped
+
+    def drop_all(self) -> None:
+        """Drop the served name, every generation and the bookkeeping; BuildConflict while
+        another process is building (its build would fail halfway)."""
+        others = self.others_building()
+        if others:
+            raise BuildConflict(f"another insert_data is loading collection {self.collection!r}: "
+                                f"{others[0].describe()}; drop after it finishes")
+        if self.conn.backend == "server":
+            if self._alias_target():
+                self.conn.call(lambda c: c.drop_alias(self.collection, timeout=self.timeout))
+        else:
+            self.drop_collection(self.collection + POINTER)
+        for name in self.physical_names():
+            self.drop_collection(name)
+        self.drop_collection(self.collection + BUILDS)
+        # A plain collection of that name (made before this module, or by hand).
+        self.drop_collection(self.collection)
+
+
+class Heartbeat:
+    """Keeps a build's lease fresh from a thread while the build runs."""
+
+    def __init__(self, generations: Generations, generation: int) -> None:
+        self._gens, self._generation = generations, generation
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="build-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._gens.timeout + 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self._gens.heartbeat(self._generation)
+            except Exception as exc:  # the build itself will fail and say why
+                log.warning("build heartbeat failed: %s", exc)

@@ -1,0 +1,63 @@
+"""Start-up: open the engine, check the collection against the model, and say in one line
+why a start failed when the reason is known (another process on the Lite file, no trained
+model, a bad setting) instead of the traceback uvicorn would print."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config import Settings, SettingsError
+from itemstore import LiteFileBusy, MilvusUnavailable
+from mind.checkpoint import CheckpointError
+from mind.config import ConfigError
+from service.engine import RecallEngine
+
+log = logging.getLogger("recall.service")
+
+# Errors whose message names the cause and the fix.
+KNOWN_START_ERRORS = (LiteFileBusy, SettingsError, ConfigError, CheckpointError, FileNotFoundError)
+
+
+def open_engine(settings: Settings) -> RecallEngine:
+    """The engine, its collection checked against its model (and loaded if AUTO_INSERT)."""
+    engine = RecallEngine.open(settings)
+    log.info("model %s epoch %s loaded", settings.MODEL_CONFIG_PATH, engine.tower.epoch)
+    if not engine.store.ping():  # not fatal: requests answer 503 until Milvus is back
+        log.warning("Milvus at %s is not reachable yet; answering 503 until it is",
+                    settings.milvus_uri)
+        return engine
+    try:
+        state = engine.collection_state()
+    except MilvusUnavailable as exc:
+        log.warning("cannot check the collection yet: %s", exc)
+        return engine
+    if state != "ok" and settings.AUTO_INSERT:
+        log.info("AUTO_INSERT: %s; loading this model's items", state)
+        result = engine.insert_data()
+        log.info("AUTO_INSERT: %d items loaded in %.1f s", result.count, result.seconds)
+    elif state != "ok":
+        log.warning("not ready: %s (or start with AUTO_INSERT=1)", state)
+    return engine
+
+
+class OneLineStartErrors:
+    """Replaces the traceback of a failed start-up with the error's own message, for the
+    errors in KNOWN_START_ERRORS (the lifespan leaves it in app.state.start_error)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def short_send(message: Message) -> None:
+            known = getattr(scope["app"].state, "start_error", None)
+            if message["type"] == "lifespan.startup.failed" and known:
+                message = {**message, "message": known}
+            await send(message)
+
+        await self.app(scope, receive, short_send)
