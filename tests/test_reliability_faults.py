@@ -6,8 +6,9 @@ found (test_itemstore.py). Added here:
 * Milvus Lite: SIGKILL of the service during /rec/insert_data, then restarts (killed and
   graceful): count and answers for fixed users unchanged, the next insert_data completes.
 * Milvus server (marked `server`):
-  - recall and count traffic during insert_data that switches to another model epoch's item
-    vectors sees the old answer or the new one, never an empty, partial or mixed one;
+  - a collection switched to another model epoch's items (by another writer) answers 409,
+    and traffic during the switches sees the right answer or that 409, never an empty,
+    partial or mixed one;
   - SIGKILL of the service caught with a half-built collection in Milvus: the served
     collection is intact after the restart, the next insert_data completes and cleans up;
   - the Milvus server stopped under traffic: 503s with a message, none slower than the
@@ -18,7 +19,6 @@ found (test_itemstore.py). Added here:
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import uuid
@@ -29,7 +29,6 @@ import httpx
 import pytest
 
 from reliability_support import Service, Traffic, outage_under_traffic, traffic_report
-from support import MODEL_DIR, run, write_config
 
 TOKEN = "reliability-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -124,21 +123,6 @@ def test_lite_sigkill_during_insert_data_keeps_the_served_data(tiny_model, tmp_p
 
 
 # ------------------------------------------------------------------ Milvus server
-@pytest.fixture(scope="module")
-def two_epochs(tiny_model, tmp_path_factory) -> Path:
-    """The tiny data trained for 2 epochs: epoch 0 and epoch 1 have different item vectors."""
-    root = tmp_path_factory.mktemp("two_epochs")
-    data = Path(tiny_model[0]).parent / "data"
-    config = write_config(
-        root / "config.yaml", data, root / "model",
-        runner={"epochs": 2, "train_batch_size": 64, "samples_per_epoch": 640,
-                "print_interval": 1000, "infer_end_epoch": 0, "seed": 11},
-        hyper={"neg_samples": 64, "optimizer": {"class": "Adam", "learning_rate": 0.01}},
-    )
-    run([sys.executable, "-u", "trainer.py", "-m", str(config)], cwd=MODEL_DIR, timeout=300)
-    return config
-
-
 class ServerSetup:
     def __init__(self, server, service: Service, config: Path, collection: str) -> None:
         self.server, self.service, self.config, self.collection = server, service, config, collection
@@ -178,48 +162,65 @@ def on_server(request, two_epochs, tmp_path_factory) -> Iterator[ServerSetup]:
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_recall_during_insert_data_sees_the_old_or_the_new_items_never_a_mix(on_server):
+def test_recall_during_switches_between_model_versions_is_right_or_409_never_a_mix(on_server):
+    """Another writer (as infer.py does) loads epoch 0's items into the collection of a service
+    serving epoch 1: the service refuses with 409 and says so; its own insert_data under
+    traffic then switches to epoch 1 - every answer is the right one or that 409."""
     from itemstore import ItemStore
     from mind.user_tower import UserTower
 
-    # Epoch 0's items loaded by another writer (the store module, as infer.py does).
-    ids0, vectors0 = UserTower.load(on_server.config, 0).item_embeddings()
-    store = ItemStore(on_server.server.uri, on_server.collection, dim=vectors0.shape[1], timeout=30)
+    tower0 = UserTower.load(on_server.config, 0)
+    ids0, vectors0 = tower0.item_embeddings()
+    store = ItemStore(on_server.server.uri, on_server.collection, dim=vectors0.shape[1],
+                      timeout=30, identity=tower0.identity())
     try:
-        store.replace_items(ids0, vectors0)
         with on_server.service.client() as http:
-            old, n = answers(http)
+            n = insert(http)
+            right, _ = answers(http)
+            store.replace_items(ids0, vectors0)
+            _await_refusal(http)
+            refused = http.post("/rec/recall", json=GOOD)
+            assert refused.status_code == 409, refused.text
+            assert "holds epoch 0" in refused.json()["detail"], refused.text
+            assert "serves epoch 1" in refused.json()["detail"], refused.text
+            ready = http.get("/readyz")
+            assert ready.status_code == 503 and "holds epoch 0" in ready.json()["checks"]["collection"]
+
             requests = [("/rec/recall", GOOD), ("/rec/count", None)]
-            # The service's own insert_data switches to epoch 1's items under traffic.
             with Traffic(on_server.service.base, requests, clients=4, timeout=60) as traffic:
                 time.sleep(0.5)
                 assert insert(http) == n
                 time.sleep(0.5)
-            new, n_new = answers(http)
-            assert n_new == n
-            changed = sum(a != b for a, b in zip(old, new))
-            assert changed >= len(USERS) // 2, "the epochs are too alike to tell apart"
-            report = traffic_report(traffic.snapshot(), {"/rec/recall": [old, new],
+            report = traffic_report(traffic.snapshot(), {"/rec/recall": [right],
                                                          "/rec/count": [{"count": n}]})
-            print("insert under traffic:", json.dumps(report))
-            assert report["statuses"].keys() == {"200"}, report
+            print("switch to this model under traffic:", json.dumps(report))
+            assert set(report["statuses"]) <= {"200", "409"}, report
             assert report["empty_answers"] == report["unexpected_answers"] == 0, report
-            old_seen, new_seen = report["matched"]["/rec/recall"]
-            assert old_seen > 0 and new_seen > 0, "the traffic did not overlap the insert"
+            assert answers(http) == (right, n)
+            assert http.get("/readyz").status_code == 200
 
             # And back to epoch 0 through the store while the service keeps answering.
             with Traffic(on_server.service.base, requests, clients=4, timeout=60) as traffic:
                 time.sleep(0.5)
                 store.replace_items(ids0, vectors0)
-                time.sleep(0.5)
-            report = traffic_report(traffic.snapshot(), {"/rec/recall": [new, old],
+                time.sleep(2.5)  # past the served-name cache: every request now refuses
+            report = traffic_report(traffic.snapshot(), {"/rec/recall": [right],
                                                          "/rec/count": [{"count": n}]})
-            print("store replace under traffic:", json.dumps(report))
-            assert report["statuses"].keys() == {"200"}, report
+            print("switch to another model under traffic:", json.dumps(report))
+            assert set(report["statuses"]) <= {"200", "409"}, report
             assert report["empty_answers"] == report["unexpected_answers"] == 0, report
-            assert answers(http) == (old, n)
+            assert http.post("/rec/recall", json=GOOD).status_code == 409
+            assert insert(http) == n  # this model's items again, for the tests that follow
     finally:
         store.close()
+
+
+def _await_refusal(http: httpx.Client, seconds: float = 10) -> None:
+    """A switch by another process is seen within the served-name cache time (2 s)."""
+    deadline = time.monotonic() + seconds
+    while http.post("/rec/recall", json=GOOD).status_code != 409:
+        assert time.monotonic() < deadline, "the service kept answering another model's items"
+        time.sleep(0.2)
 
 
 @pytest.mark.server
