@@ -23,7 +23,12 @@ from service.limits import BodySizeLimit
 from service.request_id import RequestIdMiddleware
 from service.routes import health, rec
 from service.security import ExposureWatch, launch_host, warn_if_exposed
-from service.startup import KNOWN_START_ERRORS, OneLineStartErrors, open_engine
+from service.startup import (
+    KNOWN_START_ERRORS,
+    OneLineStartErrors,
+    keep_python_signal_handlers,
+    open_engine,
+)
 
 log = logging.getLogger("recall.service")
 
@@ -77,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 app = create_app()
+keep_python_signal_handlers()
 
 if __name__ == "__main__":
     import uvicorn

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICE_DIR = REPO / "recommend"
 # Settings a caller's shell may carry that must not leak into a service under test.
 _SERVICE_VARS = ("API_TOKEN", "MILVUS_URI", "MILVUS_HOST", "MILVUS_PORT", "MILVUS_TOKEN",
-                 "EPOCH_NUM", "DEFAULT_COLLECTION", "MAX_BATCH_USERS", "MAX_HISTORY_LEN",
+                 "EPOCH_NUM", "AUTO_INSERT", "DEFAULT_COLLECTION", "MAX_BATCH_USERS", "MAX_HISTORY_LEN",
                  "MAX_TOP_K", "MAX_BODY_BYTES", "MILVUS_TIMEOUT", "HOST", "PORT", "UVICORN_HOST")
 
 
@@ -47,8 +47,9 @@ def free_port() -> int:
 class Service:
     """One `uvicorn main:app` process on a free loopback port, started as the tutorial does."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], name: str = "service") -> None:
-        self.workdir, self.name = workdir, name
+    def __init__(self, workdir: Path, env: dict[str, str], name: str = "service",
+                 args: Sequence[str] = ()) -> None:
+        self.workdir, self.name, self.args = workdir, name, list(args)
         self.env = {k: v for k, v in os.environ.items() if k not in _SERVICE_VARS}
         self.env.update(env)
         self.port = free_port()
@@ -66,7 +67,7 @@ class Service:
             log.flush()
             # No --host: the service's default bind (uvicorn's 127.0.0.1) is part of what is tested.
             self.proc = subprocess.Popen(
-                [str(uvicorn), "main:app", "--port", str(self.port)],
+                [str(uvicorn), "main:app", "--port", str(self.port), *self.args],
                 cwd=SERVICE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

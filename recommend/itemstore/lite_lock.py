@@ -11,6 +11,7 @@ stops it); several stores of one process share the hold.
 from __future__ import annotations
 
 import fcntl
+import multiprocessing
 import os
 import sys
 import threading
@@ -43,8 +44,13 @@ def acquire(db: str | Path) -> None:
             os.close(fd)
             raise LiteFileBusy(_busy_message(Path(db).resolve(), holder)) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {os.getppid()} {' '.join(sys.argv)[:200]}\n".encode())
+        os.write(fd, f"{os.getpid()} {_worker_of()} {' '.join(sys.argv)[:200]}\n".encode())
         _held[key] = fd
+
+
+def _worker_of() -> int:
+    """The parent's pid for a worker process its parent spawned (uvicorn --workers), else 0."""
+    return os.getppid() if multiprocessing.parent_process() is not None else 0
 
 
 def _read_holder(fd: int) -> tuple[int, int, str] | None:
@@ -59,8 +65,8 @@ def _read_holder(fd: int) -> tuple[int, int, str] | None:
 def _busy_message(db: Path, holder: tuple[int, int, str] | None) -> str:
     who = "another process"
     if holder is not None:
-        pid, ppid, cmd = holder
-        sibling = ppid == os.getppid() and ppid != 1
+        pid, worker_of, cmd = holder
+        sibling = worker_of != 0 and worker_of == _worker_of()
         who = (f"another worker of this server (process {pid}): uvicorn --workers > 1"
                if sibling else f"process {pid} ({cmd})" if cmd else f"process {pid}")
     return (f"Milvus Lite file {db} is already open by {who}; Milvus Lite serves one process "

@@ -5,6 +5,8 @@ model, a bad setting) instead of the traceback uvicorn would print."""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +20,21 @@ log = logging.getLogger("recall.service")
 
 # Errors whose message names the cause and the fix.
 KNOWN_START_ERRORS = (LiteFileBusy, SettingsError, ConfigError, CheckpointError, FileNotFoundError)
+
+
+def keep_python_signal_handlers() -> None:
+    """Paddle installs C-level handlers (SIGTERM among them) when imported; in a uvicorn
+    worker that import comes after uvicorn's own handlers, so SIGTERM printed a C++ trace and
+    killed the worker without a graceful shutdown. Drop Paddle's, put Python's back."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    import paddle
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    paddle.disable_signal_handler()
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def open_engine(settings: Settings) -> RecallEngine:

@@ -1,0 +1,215 @@
+"""Deployment shapes as operators run them, with real uvicorn processes and real Milvus.
+
+* Milvus Lite: `--workers 2`, and a second process on the same file, are refused with one
+  line while the first keeps serving.
+* A restart on another EPOCH_NUM than the collection holds: not ready, recall 409 naming both
+  epochs; after insert_data the answers equal a fresh service's on that epoch; AUTO_INSERT
+  loads the items at start-up instead.
+* Milvus server (marked `server`): two service processes on one server running insert_data
+  at the same time under recall traffic: no 5xx, no empty or wrong answer, the final count is
+  the item table's, no leftover collection.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reliability_support import SERVICE_DIR, Service, Traffic, free_port, traffic_report
+
+TOKEN = "deployment-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+USERS = [[5, 17, 3], [40, 2], [1, 2, 3, 4, 5, 6, 7, 8], [399, 250], [123], [77, 78, 79, 80]]
+GOOD = {"top_k": 20, "hist_item": USERS}
+LITE_REFUSAL = "Milvus Lite serves one process per file"
+
+
+def lite_service(tmp: Path, config: Path, db: Path, name: str, **env: str) -> Service:
+    return Service(tmp, {"MODEL_CONFIG_PATH": str(config), "MILVUS_URI": str(db),
+                         "API_TOKEN": TOKEN, **env}, name=name)
+
+
+def recall(http: httpx.Client) -> list[list[int]]:
+    r = http.post("/rec/recall", json=GOOD)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def insert(http: httpx.Client) -> httpx.Response:
+    return http.post("/rec/insert_data", headers=AUTH, timeout=600)
+
+
+def run_refused(cmd: list[str], env: dict[str, str], timeout: float = 120,
+                nonzero: bool = True) -> str:
+    """The output of a service start that must end by itself (not serve on)."""
+    done = subprocess.run(cmd, cwd=SERVICE_DIR, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode != 0 or not nonzero, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+# ------------------------------------------------------------------ Milvus Lite
+@pytest.mark.slow
+def test_lite_refuses_a_second_process_and_several_workers(two_epochs, tmp_path):
+    db = tmp_path / "items.db"
+    first = lite_service(tmp_path, two_epochs, db, "first")
+    first.start()
+    try:
+        with first.client() as http:
+            assert insert(http).status_code == 200
+            before = recall(http)
+            second = lite_service(tmp_path, two_epochs, db, "second")
+            uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+            log = run_refused([uvicorn, "main:app", "--port", str(free_port())], second.env)
+            assert LITE_REFUSAL in log and f"open by process {first.proc.pid}" in log, log
+            assert "Traceback" not in log, log  # one line, not a traceback
+            # The first keeps serving the same answers, and its writes still work.
+            assert recall(http) == before
+            assert insert(http).status_code == 200 and recall(http) == before
+
+        # --workers 2 on one Lite file: the second worker is refused, so uvicorn stops the
+        # whole server (its parent process then exits 0: uvicorn's choice).
+        workers = lite_service(tmp_path, two_epochs, tmp_path / "workers.db", "workers")
+        log = run_refused([uvicorn, "main:app", "--port", str(free_port()), "--workers", "2"],
+                          workers.env, timeout=180, nonzero=False)
+        assert "failed to start, stopping the parent process" in log, log
+        assert "another worker of this server" in log and "uvicorn --workers > 1" in log, log
+        assert LITE_REFUSAL in log and "Traceback" not in log, log
+    finally:
+        first.stop()
+
+
+@pytest.mark.slow
+def test_restart_on_another_epoch_refuses_until_insert_data(two_epochs, tmp_path):
+    db = tmp_path / "items.db"
+    epoch1 = lite_service(tmp_path, two_epochs, db, "epoch1", EPOCH_NUM="1")
+    epoch1.start()
+    try:
+        with epoch1.client() as http:
+            assert insert(http).status_code == 200
+            answers1 = recall(http)
+    finally:
+        epoch1.stop()
+
+    epoch0 = lite_service(tmp_path, two_epochs, db, "epoch0", EPOCH_NUM="0")
+    epoch0.start()
+    try:
+        with epoch0.client() as http:
+            ready = http.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            checks = ready.json()["checks"]
+            assert checks["model"] == "ok (epoch 0)"
+            assert "holds epoch 1" in checks["collection"], checks
+            refused = http.post("/rec/recall", json=GOOD)
+            assert refused.status_code == 409, refused.text
+            detail = refused.json()["detail"]
+            assert detail.startswith("the collection holds epoch 1 of ") and str(two_epochs) in detail
+            assert "this service serves epoch 0" in detail and "call /rec/insert_data" in detail
+            assert "not ready: the collection holds epoch 1" in epoch0.log()
+            assert insert(http).status_code == 200
+            assert http.get("/readyz").status_code == 200
+            answers0 = recall(http)
+    finally:
+        epoch0.stop()
+    assert answers0 != answers1, "the two epochs are too alike to tell apart"
+
+    fresh = lite_service(tmp_path, two_epochs, tmp_path / "fresh.db", "fresh", EPOCH_NUM="0")
+    fresh.start()
+    try:
+        with fresh.client() as http:
+            assert insert(http).status_code == 200
+            assert recall(http) == answers0
+    finally:
+        fresh.stop()
+
+    # AUTO_INSERT: the restart on epoch 1 loads its own items before it serves.
+    auto = lite_service(tmp_path, two_epochs, db, "auto", EPOCH_NUM="1", AUTO_INSERT="1")
+    auto.start()
+    try:
+        with auto.client() as http:
+            assert http.get("/readyz").status_code == 200
+            assert recall(http) == answers1
+        assert "AUTO_INSERT: the collection holds epoch 0" in auto.log()
+    finally:
+        auto.stop()
+
+
+# ------------------------------------------------------------------ Milvus server
+@pytest.mark.server
+@pytest.mark.slow
+def test_two_services_inserting_at_once_on_one_server(request, two_epochs, tmp_path):
+    server = request.getfixturevalue("milvus_server")
+    collection = f"dep_{uuid.uuid4().hex[:8]}"
+    env = {"MODEL_CONFIG_PATH": str(two_epochs), "EPOCH_NUM": "1", "MILVUS_URI": server.uri,
+           "DEFAULT_COLLECTION": collection, "API_TOKEN": TOKEN, "MILVUS_TIMEOUT": "10"}
+    services = [Service(tmp_path, env, name=f"replica{i}") for i in (0, 1)]
+    for s in services:
+        s.start()
+    try:
+        with services[0].client() as http:
+            assert insert(http).status_code == 200
+            right = recall(http)
+            n = http.post("/rec/count").json()["count"]
+        bodies = [("/rec/recall", GOOD), ("/rec/count", None)]
+        results: dict[int, httpx.Response] = {}
+
+        def insert_on(i: int) -> None:
+            with services[i].client(timeout=600) as http:
+                results[i] = insert(http)
+
+        reports = []
+        for round_ in range(2):
+            traffic = [Traffic(s.base, bodies, clients=2, timeout=60) for s in services]
+            for t in traffic:
+                t.__enter__()
+            try:
+                time.sleep(0.5)
+                threads = [threading.Thread(target=insert_on, args=(i,)) for i in (0, 1)]
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join(timeout=600)
+                time.sleep(0.5)
+            finally:
+                for t in traffic:
+                    t.__exit__(None, None, None)
+            answers = [a for t in traffic for a in t.snapshot()]
+            report = traffic_report(answers, {"/rec/recall": [right], "/rec/count": [{"count": n}]})
+            report["inserts"] = {i: [r.status_code, r.json()] for i, r in results.items()}
+            print(f"two writers, round {round_}:", json.dumps(report))
+            reports.append(report)
+            statuses = sorted(r.status_code for r in results.values())
+            # Both complete (last switch wins), or the later one yields with a 409 naming the other.
+            assert statuses in ([200, 200], [200, 409]), report["inserts"]
+            for r in results.values():
+                if r.status_code == 409:
+                    assert "another insert_data is loading" in r.json()["detail"], r.text
+                    assert "heartbeat" in r.json()["detail"], r.text
+            assert report["statuses"].keys() == {"200"}, report
+            assert report["empty_answers"] == report["unexpected_answers"] == 0, report
+            assert report["transport_errors"] == 0, report
+        for s in services:
+            with s.client() as http:
+                assert recall(http) == right
+                assert http.post("/rec/count").json()["count"] == n
+        from itemstore import ItemStore
+        probe = ItemStore(server.uri, collection, dim=16)
+        try:
+            assert len(probe.generations.physical_names()) == 1, probe.generations.names()
+            assert probe.generations.leases() == []
+        finally:
+            probe.close()
+    finally:
+        for s in services:
+            if s.alive():
+                with s.client(timeout=60) as http:
+                    http.post("/qa/drop", headers=AUTH)
+            s.stop()
