@@ -6,9 +6,12 @@
     python -u trainer.py -m mind/config.yaml                            # AmazonBook
     python -u trainer.py -m mind/config.yaml -o runner.epochs=2 -o hyper_parameters.capsual.max_k=1
     python -u trainer.py -m mind/config.yaml --resume                   # continue from the last epoch
+    python -u trainer.py -m mind/config.yaml --overwrite                # delete the old run, start over
 
 Writes {model_save_path}/{epoch}/ (rec.pdparams, rec.pdopt, item_counts.npy, state.pkl, meta.json),
-{model_save_path}/train_log.jsonl and, if matplotlib is installed, {model_save_path}/loss.png.
+{model_save_path}/run.json (run_id, started, config), {model_save_path}/train_log.jsonl and, if
+matplotlib is installed, {model_save_path}/loss.png. A folder that already holds another run's
+epochs is refused unless --resume or --overwrite says what to do with them.
 
 Item table updates: measured on 2 CPU cores, 367,983 x 64 table, batch 128, 1280 negatives,
 maxlen 20 (python /tmp/mindbench/step_time.py ...): dense gradient + Adam 266 ms/step (481 samples/s);
@@ -36,8 +39,19 @@ import numpy as np
 import paddle
 
 from mind.baselines import click_counts
-from mind.checkpoint import list_epochs, restore, save_checkpoint
-from mind.config import Config, HyperConfig, load_config
+from mind.checkpoint import (
+    LOG_FILE,
+    PLOT_FILE,
+    CheckpointError,
+    clear_run,
+    list_epochs,
+    read_meta,
+    read_run,
+    restore,
+    save_checkpoint,
+    start_run,
+)
+from mind.config import Config, ConfigError, HyperConfig, load_config
 from mind.network import MIND
 
 # (model, epoch) -> validation score, higher is better (Recall@N); see make_valid_evaluator.
@@ -118,6 +132,46 @@ def make_valid_evaluator(config: Config) -> Evaluator:
     return evaluate
 
 
+class RunRefused(RuntimeError):
+    """model_save_path holds another run's epochs and neither --resume nor --overwrite was given."""
+
+
+def _epoch_span(epochs: list[int]) -> str:
+    if len(epochs) == 1:
+        return f"epoch {epochs[0]}"
+    if epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"epochs {epochs[0]}-{epochs[-1]}"
+    return "epochs " + ", ".join(map(str, epochs))
+
+
+def _show_path(path: Path) -> str:
+    rel = os.path.relpath(path)
+    return rel if len(rel) < len(str(path)) else str(path)
+
+
+def prepare_run(config: Config, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """Decide what happens to what model_save_path already holds; returns this run's manifest.
+
+    resume: keep the epochs and the run_id; overwrite: remove the old run's outputs first;
+    neither: refuse a folder with saved epochs (RunRefused), so one folder never mixes two runs.
+    """
+    root = config.runner.model_save_path
+    done = list_epochs(root)
+    old = read_run(root)
+    if resume and done:
+        # Epochs written before run ids existed get one now; their meta.json stays as it was.
+        return old or start_run(root, config.path, read_meta(root, done[-1]).get("run_id"))
+    if done and not overwrite:
+        who = (f"run {old['run_id'][:8]}…, started {old['started']}" if old
+               else "no run id: written before run ids")
+        raise RunRefused(
+            f"{_show_path(root)} holds {_epoch_span(done)} of another run ({who}); use --resume "
+            "to continue it, --overwrite to delete them and start over, or set another "
+            "runner.model_save_path")
+    clear_run(root)
+    return start_run(root, config.path)
+
+
 def _write_log(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(rec) + "\n" for rec in records))
 
@@ -144,8 +198,12 @@ def train(
     resume: bool = False,
     evaluate: Evaluator | None = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train for runner.epochs (from the last checkpoint when resume); returns the epoch records."""
+    """Train for runner.epochs (from the last checkpoint when resume); returns the epoch records.
+
+    Raises RunRefused when model_save_path holds another run's epochs (see prepare_run).
+    """
     r, hp = config.runner, config.hyper_parameters
     device = select_device(r.use_gpu, r.cpu_threads)
     reader = importlib.import_module(r.train_reader_path)
@@ -159,8 +217,8 @@ def train(
     model = MIND(hp)
     optimizer = build_optimizer(hp, model)
     root = r.model_save_path
-    root.mkdir(parents=True, exist_ok=True)
-    log_path = root / "train_log.jsonl"
+    run = prepare_run(config, resume, overwrite)
+    log_path = root / LOG_FILE
 
     records: list[dict[str, Any]] = []
     best, bad_epochs, start = -math.inf, 0, 0
@@ -181,8 +239,6 @@ def train(
             return records
     elif resume:
         log(f"--resume: no checkpoint under {root}, starting from scratch")
-    if not resume:
-        log_path.unlink(missing_ok=True)
 
     log(f"device {device}; {len(sequences)} users, {sampler.num_users} trainable, "
         f"{len(sampler)} batches x {r.train_batch_size} per epoch, item_count {hp.item_count}")
@@ -212,7 +268,7 @@ def train(
             "samples_per_s": round(seen * r.train_batch_size / seconds, 1),
         }
         state = {"rng": rng_state(), "best": best, "bad_epochs": bad_epochs, "stopped": False}
-        extra = {"seed": r.seed, "train_loss": record["train_loss"], "record": record}
+        extra = {"run_id": run["run_id"], "seed": r.seed, "train_loss": record["train_loss"], "record": record}
         save_checkpoint(root, epoch, model, optimizer, config, extra, item_counts=counts, state=state)
         stop = False
         if evaluate is not None:
@@ -226,7 +282,7 @@ def train(
                             item_counts=counts, state=state)
         records.append(record)
         _write_log(log_path, records)
-        _plot_loss(root / "loss.png", records)
+        _plot_loss(root / PLOT_FILE, records)
         log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in record.items()))
         if stop:
@@ -242,12 +298,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. -o runner.epochs=2 (repeatable)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="delete the previous run's epochs, log and plot in model_save_path first")
     args = ap.parse_args(argv)
-    config = load_config(args.config, args.opt)
-    evaluate = None
-    if config.runner.valid_data_dir is not None and config.runner.early_stopping_patience > 0:
-        evaluate = make_valid_evaluator(config)
-    train(config, resume=args.resume, evaluate=evaluate)
+    try:
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other: continue the run or "
+                              "start over, not both")
+        config = load_config(args.config, args.opt)
+        evaluate = None
+        if config.runner.valid_data_dir is not None and config.runner.early_stopping_patience > 0:
+            evaluate = make_valid_evaluator(config)
+        train(config, resume=args.resume, evaluate=evaluate, overwrite=args.overwrite)
+    except (ConfigError, CheckpointError, RunRefused) as e:
+        # Known mistakes: one line, no traceback.
+        print(f"trainer.py: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
