@@ -31,6 +31,7 @@ import pickle
 import random
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +53,8 @@ from mind.checkpoint import (
     start_run,
 )
 from mind.config import Config, ConfigError, HyperConfig, load_config
+from mind import distributed
+from mind.distributed import World
 from mind.network import MIND
 
 # (model, epoch) -> validation score, higher is better (Recall@N); see make_valid_evaluator.
@@ -79,16 +82,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
     paddle.set_rng_state(pickle.loads(state["paddle"]))
 
 
-def select_device(use_gpu: bool, cpu_threads: int = 0) -> str:
+def select_device(use_gpu: bool, cpu_threads: int = 0, gpu_id: int | None = None) -> str:
     """'gpu' when asked for and usable, else 'cpu' (with one warning if a GPU was asked for).
 
-    On CPU, paddle's math runs on ``cpu_threads`` threads (0 = every core): paddle's own
+    gpu_id: the local rank's GPU in a launched run (untested here: no GPU). On CPU, paddle's math runs on ``cpu_threads`` threads (0 = every core): paddle's own
     default is one thread, which left half of a 2-core machine idle (3,856 -> 4,523
     samples/s on the full catalogue, bench/train_bench.py).
     """
     if use_gpu:
         if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-            paddle.set_device("gpu")
+            paddle.set_device("gpu" if gpu_id is None else f"gpu:{gpu_id}")
             return "gpu"
         warnings.warn("runner.use_gpu is true but no CUDA device is available: training on CPU")
     paddle.set_device("cpu")
@@ -193,19 +196,49 @@ def _plot_loss(path: Path, records: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def _start(config: Config, resume: bool, overwrite: bool, world: World) -> dict[str, Any] | None:
+    """prepare_run on rank 0 only; its verdict is broadcast, so a refusal stops every rank.
+
+    Returns the run manifest on rank 0, None on the other ranks (they never write).
+    """
+    run, failure = None, None
+    if world.main:
+        try:
+            run = prepare_run(config, resume, overwrite)
+        except (RunRefused, CheckpointError) as e:
+            failure = e
+    if distributed.broadcast(int(failure is not None), world):
+        raise failure or RunRefused(f"rank {world.rank}: rank 0 refused to start (see its log)")
+    return run
+
+
 def train(
     config: Config,
     resume: bool = False,
     evaluate: Evaluator | None = None,
     log: Callable[[str], None] = print,
     overwrite: bool = False,
+    world: World | None = None,
 ) -> list[dict[str, Any]]:
     """Train for runner.epochs (from the last checkpoint when resume); returns the epoch records.
 
     Raises RunRefused when model_save_path holds another run's epochs (see prepare_run).
+    world: this process's place in a launched data-parallel run (default: from the launcher's
+    environment; World() when not launched). runner.train_batch_size is the GLOBAL batch: each
+    rank trains on its 1/N of it, and rank 0 alone logs, evaluates and saves.
     """
     r, hp = config.runner, config.hyper_parameters
-    device = select_device(r.use_gpu, r.cpu_threads)
+    world = world or distributed.detect()
+    try:
+        rows = world.shard(r.train_batch_size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    # Ranks on one machine share its cores (0 = every core, split between them).
+    device = select_device(r.use_gpu, r.cpu_threads or max(1, (os.cpu_count() or 1) // world.local_size),
+                           gpu_id=world.local_rank if world.launched else None)
+    distributed.init(world)
+    if not world.main:
+        log = _quiet
     reader = importlib.import_module(r.train_reader_path)
     sequences = reader.read_train_dir(r.train_data_dir, item_count=hp.item_count)
     counts = click_counts(sequences, hp.item_count)
@@ -215,9 +248,10 @@ def train(
     )
     init_seed(r.seed)
     model = MIND(hp)
+    model.data_shard = (world.rank, world.size)
     optimizer = build_optimizer(hp, model)
     root = r.model_save_path
-    run = prepare_run(config, resume, overwrite)
+    run = _start(config, resume, overwrite, world)
     log_path = root / LOG_FILE
 
     records: list[dict[str, Any]] = []
@@ -234,31 +268,43 @@ def train(
             records = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
         records = [x for x in records if x["epoch"] < done[-1]] + [meta["record"]]
         log(f"resumed from {root / str(done[-1])}")
-        if state.get("stopped"):
-            log("that run had stopped early; nothing to do")
-            return records
     elif resume:
         log(f"--resume: no checkpoint under {root}, starting from scratch")
+    if distributed.all_mean([float(start != distributed.broadcast(start, world))], world)[0]:
+        raise CheckpointError(f"the ranks resume from different epochs: {root} must be one "
+                              "folder every rank sees (a shared filesystem across nodes)")
+    if done and state.get("stopped"):
+        log("that run had stopped early; nothing to do")
+        return records
+    # Built after restore, so DataParallel's start-up broadcast of rank 0's weights is a no-op.
+    net = distributed.wrap(model, world)
 
     log(f"device {device}; {len(sequences)} users, {sampler.num_users} trainable, "
-        f"{len(sampler)} batches x {r.train_batch_size} per epoch, item_count {hp.item_count}")
+        f"{len(sampler)} batches x {r.train_batch_size} per epoch, item_count {hp.item_count}"
+        + (f"; {world.size} ranks x {rows.stop - rows.start} rows" if world.size > 1 else ""))
+    steps = 0
     for epoch in range(start, r.epochs):
         model.train()
         t_epoch = t_print = time.perf_counter()
         total, seen = 0.0, 0
         for i, (hist, target) in enumerate(sampler.epoch(epoch)):
-            loss = model(paddle.to_tensor(hist), paddle.to_tensor(target))
+            loss = net(paddle.to_tensor(hist[rows]), paddle.to_tensor(target[rows]))
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
             total += float(loss)
             seen += 1
+            steps += 1
+            distributed.crash_hook(world, steps)
             if seen % r.print_interval == 0:
+                # The mean of the ranks' shard losses is the loss of the global batch.
+                mean_loss = distributed.all_mean([total], world)[0] / seen
                 now = time.perf_counter()
                 sps = r.print_interval * r.train_batch_size / (now - t_print)
                 t_print = now
-                log(f"epoch {epoch} batch {seen}/{len(sampler)} loss {total / seen:.4f} "
+                log(f"epoch {epoch} batch {seen}/{len(sampler)} loss {mean_loss:.4f} "
                     f"{sps:.0f} samples/s")
+        total = distributed.all_mean([total], world)[0]
         seconds = time.perf_counter() - t_epoch
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -267,29 +313,53 @@ def train(
             "seconds": round(seconds, 3),
             "samples_per_s": round(seen * r.train_batch_size / seconds, 1),
         }
-        state = {"rng": rng_state(), "best": best, "bad_epochs": bad_epochs, "stopped": False}
-        extra = {"run_id": run["run_id"], "seed": r.seed, "train_loss": record["train_loss"], "record": record}
-        save_checkpoint(root, epoch, model, optimizer, config, extra, item_counts=counts, state=state)
         stop = False
-        if evaluate is not None:
-            score = evaluate(model, epoch)
-            record[f"valid_recall@{r.early_stopping_top_n}"] = score
-            best, bad_epochs = (score, 0) if score > best else (best, bad_epochs + 1)
-            stop = r.early_stopping_patience > 0 and bad_epochs >= r.early_stopping_patience
-            # Re-save with the updated early-stopping state so --resume continues the count.
-            state.update(best=best, bad_epochs=bad_epochs, stopped=stop)
-            save_checkpoint(root, epoch, model, optimizer, config, {**extra, "record": record},
-                            item_counts=counts, state=state)
-        records.append(record)
-        _write_log(log_path, records)
-        _plot_loss(root / PLOT_FILE, records)
-        log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in record.items()))
-        if stop:
+        if world.main:
+            stop, best, bad_epochs = _save_epoch(config, run, epoch, model, optimizer, record,
+                                                 counts, best, bad_epochs, evaluate)
+            records.append(record)
+            _write_log(log_path, records)
+            _plot_loss(root / PLOT_FILE, records)
+            log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in record.items()))
+        # Rank 0's decision, and the point where the other ranks wait for its checkpoint.
+        if distributed.broadcast(int(stop), world):
             log(f"early stopping: no better valid Recall@{r.early_stopping_top_n} for "
                 f"{bad_epochs} epochs (best {best:.4f})")
             break
     return records
+
+
+def _quiet(line: str) -> None:
+    """The log of ranks other than 0: rank 0 speaks for the run."""
+
+
+def _save_epoch(
+    config: Config, run: dict[str, Any], epoch: int, model: MIND,
+    optimizer: paddle.optimizer.Optimizer, record: dict[str, Any], counts: np.ndarray,
+    best: float, bad_epochs: int, evaluate: Evaluator | None,
+) -> tuple[bool, float, int]:
+    """Checkpoint the epoch (rank 0), evaluate it if asked; returns (stop, best, bad_epochs)."""
+    r = config.runner
+    state = {"rng": rng_state(), "best": best, "bad_epochs": bad_epochs, "stopped": False}
+    extra = {"run_id": run["run_id"], "seed": r.seed, "train_loss": record["train_loss"],
+             "record": record}
+    save_checkpoint(r.model_save_path, epoch, model, optimizer, config, extra,
+                    item_counts=counts, state=state)
+    if evaluate is None:
+        return False, best, bad_epochs
+    score = evaluate(model, epoch)
+    # Evaluating builds a model, which draws from the RNGs: put them back, so training goes on
+    # as a --resume from this checkpoint would (and as the ranks that did not evaluate do).
+    set_rng_state(state["rng"])
+    record[f"valid_recall@{r.early_stopping_top_n}"] = score
+    best, bad_epochs = (score, 0) if score > best else (best, bad_epochs + 1)
+    stop = r.early_stopping_patience > 0 and bad_epochs >= r.early_stopping_patience
+    # Re-save with the updated early-stopping state so --resume continues the count.
+    state.update(best=best, bad_epochs=bad_epochs, stopped=stop)
+    save_checkpoint(r.model_save_path, epoch, model, optimizer, config, {**extra, "record": record},
+                    item_counts=counts, state=state)
+    return stop, best, bad_epochs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true",
                     help="delete the previous run's epochs, log and plot in model_save_path first")
     args = ap.parse_args(argv)
+    world = distributed.detect()
+    code, error = 0, None
     try:
         if args.resume and args.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: continue the run or "
@@ -309,12 +381,24 @@ def main(argv: list[str] | None = None) -> int:
         evaluate = None
         if config.runner.valid_data_dir is not None and config.runner.early_stopping_patience > 0:
             evaluate = make_valid_evaluator(config)
-        train(config, resume=args.resume, evaluate=evaluate, overwrite=args.overwrite)
+        train(config, resume=args.resume, evaluate=evaluate, overwrite=args.overwrite,
+              world=world)
     except (ConfigError, CheckpointError, RunRefused) as e:
         # Known mistakes: one line, no traceback.
-        print(f"trainer.py: {e}", file=sys.stderr)
-        return 2
-    return 0
+        code, error = 2, str(e)
+    except distributed.PeerLost as e:
+        code, error = 1, str(e)
+    except Exception as e:
+        if not world.launched:
+            raise
+        # A launched rank: the traceback for its log, then one line naming the rank, last, so
+        # that `python -m mind.distributed check` shows it.
+        traceback.print_exc()
+        code, error = 1, distributed.describe(e, world)
+    if error:
+        print(f"trainer.py: {error}", file=sys.stderr, flush=True)
+    distributed.write_status(world, code, error)
+    return code
 
 
 if __name__ == "__main__":
