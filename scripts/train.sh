@@ -54,6 +54,8 @@ rm -f "$LOG_DIR"/exit.*  # a previous run's statuses must not count for this one
 LAUNCH_RC=0
 "$PY" -m paddle.distributed.launch --nproc_per_node "$NPROC" --log_dir "$LOG_DIR" \
   ${LAUNCH[@]+"${LAUNCH[@]}"} trainer.py -m "$CONFIG" ${TRAINER[@]+"${TRAINER[@]}"} || LAUNCH_RC=$?
+CHECK_RC=0
 "$PY" -m mind.distributed check --log_dir "$LOG_DIR" --nproc "$NPROC" --node_rank "$NODE_RANK" \
-  || exit 1
+  || CHECK_RC=$?
+[ "$CHECK_RC" -eq 0 ] || exit "$CHECK_RC"
 [ "$LAUNCH_RC" -eq 0 ] || die "every rank finished but the launcher exited $LAUNCH_RC (see $LOG_DIR)"

@@ -183,3 +183,23 @@ def test_old_checkpoints_without_run_id_still_load_and_resume(tmp_path: Path) ->
     assert cli(config, "--resume", "-o", "runner.epochs=2") == 0
     assert read_run(root)["run_id"] == read_meta(root, 1)["run_id"]
     assert "run_id" not in read_meta(root, 0)
+
+
+def test_resume_is_exact_with_an_evaluator_that_draws_random_numbers(tmp_path: Path) -> None:
+    """Valid evaluation builds a model (RNG draws); training must go on as a resume would."""
+
+    def evaluate(model, epoch: int) -> float:
+        paddle.rand([3])
+        np.random.rand()
+        return 0.5
+
+    opts = ("runner.early_stopping_patience=9", "runner.valid_data_dir=data/valid")
+    full = make_config(tmp_path / "a", *opts)
+    trainer.train(full, evaluate=evaluate, log=lambda s: None)
+    cut = make_config(tmp_path / "b", "runner.epochs=2", *opts)
+    trainer.train(cut, evaluate=evaluate, log=lambda s: None)
+    resumed = load_config(cut.path, opts)
+    trainer.train(resumed, resume=True, evaluate=evaluate, log=lambda s: None)
+    a, b = weights(full, 2), weights(resumed, 2)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

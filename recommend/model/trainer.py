@@ -289,22 +289,22 @@ def train(
         total, seen = 0.0, 0
         for i, (hist, target) in enumerate(sampler.epoch(epoch)):
             loss = net(paddle.to_tensor(hist[rows]), paddle.to_tensor(target[rows]))
+            # The mean of the ranks' shard losses is the loss of the global batch. Reduced
+            # before backward() on purpose: a dead peer then fails here, as a Python error,
+            # not in the gradient all-reduce inside backward(), where gloo aborts the process.
+            total += distributed.all_mean([float(loss)], world)[0]
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
-            total += float(loss)
             seen += 1
             steps += 1
             distributed.crash_hook(world, steps)
             if seen % r.print_interval == 0:
-                # The mean of the ranks' shard losses is the loss of the global batch.
-                mean_loss = distributed.all_mean([total], world)[0] / seen
                 now = time.perf_counter()
                 sps = r.print_interval * r.train_batch_size / (now - t_print)
                 t_print = now
-                log(f"epoch {epoch} batch {seen}/{len(sampler)} loss {mean_loss:.4f} "
+                log(f"epoch {epoch} batch {seen}/{len(sampler)} loss {total / seen:.4f} "
                     f"{sps:.0f} samples/s")
-        total = distributed.all_mean([total], world)[0]
         seconds = time.perf_counter() - t_epoch
         record: dict[str, Any] = {
             "epoch": epoch,

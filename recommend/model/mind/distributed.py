@@ -160,8 +160,9 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else f"({path.name} is empty)"
 
 
-def check_workers(log_dir: Path, nproc: int, node_rank: int = 0) -> list[str]:
-    """One line per local worker that did not finish cleanly (none = every rank finished).
+def check_workers(log_dir: Path, nproc: int, node_rank: int = 0) -> list[tuple[int, str]]:
+    """(exit code, line) per local worker that did not finish cleanly (none = all finished);
+    code 1 for a worker that left no exit status.
 
     Global ranks are node_rank * nproc + local rank, as the launcher numbers them.
     """
@@ -172,12 +173,12 @@ def check_workers(log_dir: Path, nproc: int, node_rank: int = 0) -> list[str]:
         try:
             status = json.loads((log_dir / f"{STATUS_PREFIX}{local}").read_text())
         except (FileNotFoundError, ValueError):
-            problems.append(f"rank {rank} did not finish (no exit status: killed or crashed); "
-                            f"last line of {log}: {_last_line(log)}")
+            problems.append((1, f"rank {rank} did not finish (no exit status: killed or "
+                                f"crashed); last line of {log}: {_last_line(log)}"))
             continue
         if status["exit"] != 0:
-            problems.append(f"rank {status['rank']} exited {status['exit']}: "
-                            f"{status['error'] or _last_line(log)}")
+            problems.append((status["exit"], f"rank {status['rank']} exited {status['exit']}: "
+                                             f"{status['error'] or _last_line(log)}"))
     return problems
 
 
@@ -191,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--node_rank", type=int, default=0, help="--rank of this node (multi-node)")
     args = ap.parse_args(argv)
     problems = check_workers(args.log_dir, args.nproc, args.node_rank)
-    for line in problems:
+    for _, line in problems:
         print(f"training failed: {line}", file=sys.stderr)
-    return 1 if problems else 0
+    # Rank 0's code when it has one (2 = refused, as trainer.py alone), else the first failure's.
+    return problems[0][0] if problems else 0
 
 
 if __name__ == "__main__":
