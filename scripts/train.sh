@@ -42,6 +42,7 @@ while [ $# -gt 0 ]; do
     *) TRAINER+=("$1"); shift ;;
   esac
 done
+case "$LOG_DIR" in /*) ;; *) LOG_DIR=$PWD/$LOG_DIR ;; esac  # relative to where it was typed
 cd "$ROOT/recommend/model"
 if [ -z "$NPROC" ]; then
   [ ${#LAUNCH[@]} -eq 0 ] || die "--nnodes/--master/--rank need --nproc"
@@ -49,7 +50,6 @@ if [ -z "$NPROC" ]; then
 fi
 case "$NPROC" in ''|*[!0-9]*|0) die "--nproc must be a positive integer, got '$NPROC'" ;; esac
 mkdir -p "$LOG_DIR"
-LOG_DIR=$(cd "$LOG_DIR" && pwd)
 rm -f "$LOG_DIR"/exit.*  # a previous run's statuses must not count for this one
 LAUNCH_RC=0
 "$PY" -m paddle.distributed.launch --nproc_per_node "$NPROC" --log_dir "$LOG_DIR" \

@@ -7,6 +7,8 @@
     python -u trainer.py -m mind/config.yaml -o runner.epochs=2 -o hyper_parameters.capsual.max_k=1
     python -u trainer.py -m mind/config.yaml --resume                   # continue from the last epoch
     python -u trainer.py -m mind/config.yaml --overwrite                # delete the old run, start over
+    python -m paddle.distributed.launch --nproc_per_node 2 trainer.py -m mind/config.yaml  # 2 ranks
+    ../../scripts/train.sh amazonbook --nproc 2           # the same, failing if any rank did not finish
 
 Writes {model_save_path}/{epoch}/ (rec.pdparams, rec.pdopt, item_counts.npy, state.pkl, meta.json),
 {model_save_path}/run.json (run_id, started, config), {model_save_path}/train_log.jsonl and, if
