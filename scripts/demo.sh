@@ -31,7 +31,8 @@ stage "1/6 Preparing the $DATASET data (recommend/data/$DATASET/)"
 (cd "$ROOT/recommend/data" && sh data.sh "$DATASET")
 
 stage "2/6 Training MIND (python -u trainer.py -m $CONFIG)"
-(cd "$ROOT/recommend/model" && "$PY" -u trainer.py -m "$CONFIG")
+# --overwrite: a re-run of the demo replaces its previous model instead of being refused.
+(cd "$ROOT/recommend/model" && "$PY" -u trainer.py -m "$CONFIG" --overwrite)
 
 stage "3/6 Evaluating on held-out test users through Milvus Lite, with baselines"
 (cd "$ROOT/recommend/model" && "$PY" -u infer.py -m "$CONFIG" -top_n 50 --baselines --curve)

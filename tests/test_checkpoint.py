@@ -117,3 +117,23 @@ def test_config_mismatch_is_a_checkpoint_error(setup) -> None:
     )
     with pytest.raises(CheckpointError, match="item_count"):
         load_model(other, 0)
+
+
+def test_clear_run_removes_only_what_the_trainer_writes(setup) -> None:
+    config, model, opt = setup
+    root = config.runner.model_save_path
+    save_checkpoint(root, 0, model, opt, config, {})
+    run = ckpt.start_run(root, config.path)
+    assert ckpt.read_run(root) == run and len(run["run_id"]) == 32
+    (root / "train_log.jsonl").write_text("{}\n")
+    (root / "milvus_eval.db").write_text("infer.py's")
+    (root / "7").mkdir()
+    (root / "7" / "mine.txt").write_text("someone's")
+    with pytest.raises(CheckpointError, match="does not write"):
+        ckpt.clear_run(root)
+    assert list_epochs(root) == [0]  # nothing removed
+    (root / "7" / "mine.txt").unlink()
+    removed = {p.name for p in ckpt.clear_run(root)}
+    assert removed == {"0", "7", "run.json", "train_log.jsonl"}
+    assert [p.name for p in root.iterdir()] == ["milvus_eval.db"]
+    assert ckpt.read_run(root) is None

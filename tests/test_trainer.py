@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recommend" / "model"))
 import trainer  # noqa: E402
 
-from mind.checkpoint import list_epochs, load_item_counts, load_model  # noqa: E402
+from mind.checkpoint import list_epochs, load_item_counts, load_model, read_meta, read_run  # noqa: E402
 from mind.config import load_config  # noqa: E402
 
 
@@ -106,3 +106,100 @@ def test_use_gpu_without_cuda_warns_once_and_uses_cpu() -> None:
     with pytest.warns(UserWarning, match="no CUDA device") as rec:
         assert trainer.select_device(True) == "cpu"
     assert len([w for w in rec if "CUDA" in str(w.message)]) == 1
+
+
+# ------------------------------------------------------------------ one folder, one run
+SHORT = ("-o", "runner.samples_per_epoch=64")  # 2 batches per epoch
+
+
+def cli(config, *args: str) -> int:
+    """trainer.py's command line on the config file (make_config's overrides do not apply)."""
+    return trainer.main(["-m", str(config.path), *SHORT, *args])
+
+
+def test_retraining_into_an_old_run_is_refused(tmp_path: Path, capsys) -> None:
+    config = make_config(tmp_path)
+    assert cli(config, "-o", "runner.epochs=2") == 0
+    root = config.runner.model_save_path
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in root.rglob("*"))
+    run_id = read_run(root)["run_id"]
+    capsys.readouterr()
+    assert cli(config) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "holds epochs 0-1 of another run" in err and f"run {run_id[:8]}" in err
+    assert "--resume" in err and "--overwrite" in err and "runner.model_save_path" in err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in root.rglob("*")) == before
+
+
+def test_overwrite_leaves_only_the_new_run(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert cli(config) == 0
+    root = config.runner.model_save_path
+    old_id = read_run(root)["run_id"]
+    (root / ".1.tmp-leftover").mkdir()  # what a kill during a save leaves behind
+    (root / "notes.txt").write_text("not the trainer's")
+    assert list_epochs(root) == [0, 1, 2]
+    assert cli(config, "-o", "runner.epochs=1", "--overwrite") == 0
+    new_id = read_run(root)["run_id"]
+    assert new_id != old_id and len(new_id) == 32
+    assert list_epochs(root) == [0]
+    assert not (root / ".1.tmp-leftover").exists() and (root / "notes.txt").is_file()
+    assert read_meta(root, 0)["run_id"] == new_id
+    assert [json.loads(x)["epoch"] for x in (root / "train_log.jsonl").read_text().splitlines()] == [0]
+
+
+def test_resume_and_overwrite_together_is_one_line_error(tmp_path: Path, capsys) -> None:
+    config = make_config(tmp_path)
+    assert cli(config, "--resume", "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exclude each other" in err
+    assert not config.runner.model_save_path.exists()
+
+
+def test_resume_keeps_the_run_id(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert cli(config, "-o", "runner.epochs=1") == 0
+    root = config.runner.model_save_path
+    run = read_run(root)
+    assert run["config"] == str(config.path)
+    assert cli(config, "--resume") == 0
+    assert read_run(root) == run
+    assert {read_meta(root, e)["run_id"] for e in list_epochs(root)} == {run["run_id"]}
+
+
+def test_old_checkpoints_without_run_id_still_load_and_resume(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert cli(config, "-o", "runner.epochs=1") == 0
+    root = config.runner.model_save_path
+    # As written before run ids existed: no manifest, no run_id in meta.json.
+    (root / "run.json").unlink()
+    meta = json.loads((root / "0" / "meta.json").read_text())
+    del meta["run_id"]
+    (root / "0" / "meta.json").write_text(json.dumps(meta))
+    assert read_run(root) is None
+    weights(config, 0)
+    assert cli(config) == 2  # still another run's epoch
+    assert cli(config, "--resume", "-o", "runner.epochs=2") == 0
+    assert read_run(root)["run_id"] == read_meta(root, 1)["run_id"]
+    assert "run_id" not in read_meta(root, 0)
+
+
+def test_resume_is_exact_with_an_evaluator_that_draws_random_numbers(tmp_path: Path) -> None:
+    """Valid evaluation builds a model (RNG draws); training must go on as a resume would."""
+
+    def evaluate(model, epoch: int) -> float:
+        paddle.rand([3])
+        np.random.rand()
+        return 0.5
+
+    opts = ("runner.early_stopping_patience=9", "runner.valid_data_dir=data/valid")
+    full = make_config(tmp_path / "a", *opts)
+    trainer.train(full, evaluate=evaluate, log=lambda s: None)
+    cut = make_config(tmp_path / "b", "runner.epochs=2", *opts)
+    trainer.train(cut, evaluate=evaluate, log=lambda s: None)
+    resumed = load_config(cut.path, opts)
+    trainer.train(resumed, resume=True, evaluate=evaluate, log=lambda s: None)
+    a, b = weights(full, 2), weights(resumed, 2)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -6,9 +6,14 @@
     python -u trainer.py -m mind/config.yaml                            # AmazonBook
     python -u trainer.py -m mind/config.yaml -o runner.epochs=2 -o hyper_parameters.capsual.max_k=1
     python -u trainer.py -m mind/config.yaml --resume                   # continue from the last epoch
+    python -u trainer.py -m mind/config.yaml --overwrite                # delete the old run, start over
+    python -m paddle.distributed.launch --nproc_per_node 2 trainer.py -m mind/config.yaml  # 2 ranks
+    ../../scripts/train.sh amazonbook --nproc 2           # the same, failing if any rank did not finish
 
 Writes {model_save_path}/{epoch}/ (rec.pdparams, rec.pdopt, item_counts.npy, state.pkl, meta.json),
-{model_save_path}/train_log.jsonl and, if matplotlib is installed, {model_save_path}/loss.png.
+{model_save_path}/run.json (run_id, started, config), {model_save_path}/train_log.jsonl and, if
+matplotlib is installed, {model_save_path}/loss.png. A folder that already holds another run's
+epochs is refused unless --resume or --overwrite says what to do with them.
 
 Item table updates: measured on 2 CPU cores, 367,983 x 64 table, batch 128, 1280 negatives,
 maxlen 20 (python /tmp/mindbench/step_time.py ...): dense gradient + Adam 266 ms/step (481 samples/s);
@@ -28,6 +33,7 @@ import pickle
 import random
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -36,8 +42,21 @@ import numpy as np
 import paddle
 
 from mind.baselines import click_counts
-from mind.checkpoint import list_epochs, restore, save_checkpoint
-from mind.config import Config, HyperConfig, load_config
+from mind.checkpoint import (
+    LOG_FILE,
+    PLOT_FILE,
+    CheckpointError,
+    clear_run,
+    list_epochs,
+    read_meta,
+    read_run,
+    restore,
+    save_checkpoint,
+    start_run,
+)
+from mind.config import Config, ConfigError, HyperConfig, load_config
+from mind import distributed
+from mind.distributed import World
 from mind.network import MIND
 
 # (model, epoch) -> validation score, higher is better (Recall@N); see make_valid_evaluator.
@@ -65,16 +84,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
     paddle.set_rng_state(pickle.loads(state["paddle"]))
 
 
-def select_device(use_gpu: bool, cpu_threads: int = 0) -> str:
+def select_device(use_gpu: bool, cpu_threads: int = 0, gpu_id: int | None = None) -> str:
     """'gpu' when asked for and usable, else 'cpu' (with one warning if a GPU was asked for).
 
-    On CPU, paddle's math runs on ``cpu_threads`` threads (0 = every core): paddle's own
+    gpu_id: the local rank's GPU in a launched run (untested here: no GPU). On CPU, paddle's math runs on ``cpu_threads`` threads (0 = every core): paddle's own
     default is one thread, which left half of a 2-core machine idle (3,856 -> 4,523
     samples/s on the full catalogue, bench/train_bench.py).
     """
     if use_gpu:
         if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-            paddle.set_device("gpu")
+            paddle.set_device("gpu" if gpu_id is None else f"gpu:{gpu_id}")
             return "gpu"
         warnings.warn("runner.use_gpu is true but no CUDA device is available: training on CPU")
     paddle.set_device("cpu")
@@ -118,6 +137,46 @@ def make_valid_evaluator(config: Config) -> Evaluator:
     return evaluate
 
 
+class RunRefused(RuntimeError):
+    """model_save_path holds another run's epochs and neither --resume nor --overwrite was given."""
+
+
+def _epoch_span(epochs: list[int]) -> str:
+    if len(epochs) == 1:
+        return f"epoch {epochs[0]}"
+    if epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"epochs {epochs[0]}-{epochs[-1]}"
+    return "epochs " + ", ".join(map(str, epochs))
+
+
+def _show_path(path: Path) -> str:
+    rel = os.path.relpath(path)
+    return rel if len(rel) < len(str(path)) else str(path)
+
+
+def prepare_run(config: Config, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """Decide what happens to what model_save_path already holds; returns this run's manifest.
+
+    resume: keep the epochs and the run_id; overwrite: remove the old run's outputs first;
+    neither: refuse a folder with saved epochs (RunRefused), so one folder never mixes two runs.
+    """
+    root = config.runner.model_save_path
+    done = list_epochs(root)
+    old = read_run(root)
+    if resume and done:
+        # Epochs written before run ids existed get one now; their meta.json stays as it was.
+        return old or start_run(root, config.path, read_meta(root, done[-1]).get("run_id"))
+    if done and not overwrite:
+        who = (f"run {old['run_id'][:8]}…, started {old['started']}" if old
+               else "no run id: written before run ids")
+        raise RunRefused(
+            f"{_show_path(root)} holds {_epoch_span(done)} of another run ({who}); use --resume "
+            "to continue it, --overwrite to delete them and start over, or set another "
+            "runner.model_save_path")
+    clear_run(root)
+    return start_run(root, config.path)
+
+
 def _write_log(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(rec) + "\n" for rec in records))
 
@@ -139,15 +198,49 @@ def _plot_loss(path: Path, records: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def _start(config: Config, resume: bool, overwrite: bool, world: World) -> dict[str, Any] | None:
+    """prepare_run on rank 0 only; its verdict is broadcast, so a refusal stops every rank.
+
+    Returns the run manifest on rank 0, None on the other ranks (they never write).
+    """
+    run, failure = None, None
+    if world.main:
+        try:
+            run = prepare_run(config, resume, overwrite)
+        except (RunRefused, CheckpointError) as e:
+            failure = e
+    if distributed.broadcast(int(failure is not None), world):
+        raise failure or RunRefused(f"rank {world.rank}: rank 0 refused to start (see its log)")
+    return run
+
+
 def train(
     config: Config,
     resume: bool = False,
     evaluate: Evaluator | None = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
+    world: World | None = None,
 ) -> list[dict[str, Any]]:
-    """Train for runner.epochs (from the last checkpoint when resume); returns the epoch records."""
+    """Train for runner.epochs (from the last checkpoint when resume); returns the epoch records.
+
+    Raises RunRefused when model_save_path holds another run's epochs (see prepare_run).
+    world: this process's place in a launched data-parallel run (default: from the launcher's
+    environment; World() when not launched). runner.train_batch_size is the GLOBAL batch: each
+    rank trains on its 1/N of it, and rank 0 alone logs, evaluates and saves.
+    """
     r, hp = config.runner, config.hyper_parameters
-    device = select_device(r.use_gpu, r.cpu_threads)
+    world = world or distributed.detect()
+    try:
+        rows = world.shard(r.train_batch_size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    # Ranks on one machine share its cores (0 = every core, split between them).
+    device = select_device(r.use_gpu, r.cpu_threads or max(1, (os.cpu_count() or 1) // world.local_size),
+                           gpu_id=world.local_rank if world.launched else None)
+    distributed.init(world)
+    if not world.main:
+        log = _quiet
     reader = importlib.import_module(r.train_reader_path)
     sequences = reader.read_train_dir(r.train_data_dir, item_count=hp.item_count)
     counts = click_counts(sequences, hp.item_count)
@@ -157,10 +250,11 @@ def train(
     )
     init_seed(r.seed)
     model = MIND(hp)
+    model.data_shard = (world.rank, world.size)
     optimizer = build_optimizer(hp, model)
     root = r.model_save_path
-    root.mkdir(parents=True, exist_ok=True)
-    log_path = root / "train_log.jsonl"
+    run = _start(config, resume, overwrite, world)
+    log_path = root / LOG_FILE
 
     records: list[dict[str, Any]] = []
     best, bad_epochs, start = -math.inf, 0, 0
@@ -176,27 +270,37 @@ def train(
             records = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
         records = [x for x in records if x["epoch"] < done[-1]] + [meta["record"]]
         log(f"resumed from {root / str(done[-1])}")
-        if state.get("stopped"):
-            log("that run had stopped early; nothing to do")
-            return records
     elif resume:
         log(f"--resume: no checkpoint under {root}, starting from scratch")
-    if not resume:
-        log_path.unlink(missing_ok=True)
+    if distributed.all_mean([float(start != distributed.broadcast(start, world))], world)[0]:
+        raise CheckpointError(f"the ranks resume from different epochs: {root} must be one "
+                              "folder every rank sees (a shared filesystem across nodes)")
+    if done and state.get("stopped"):
+        log("that run had stopped early; nothing to do")
+        return records
+    # Built after restore, so DataParallel's start-up broadcast of rank 0's weights is a no-op.
+    net = distributed.wrap(model, world)
 
     log(f"device {device}; {len(sequences)} users, {sampler.num_users} trainable, "
-        f"{len(sampler)} batches x {r.train_batch_size} per epoch, item_count {hp.item_count}")
+        f"{len(sampler)} batches x {r.train_batch_size} per epoch, item_count {hp.item_count}"
+        + (f"; {world.size} ranks x {rows.stop - rows.start} rows" if world.size > 1 else ""))
+    steps = 0
     for epoch in range(start, r.epochs):
         model.train()
         t_epoch = t_print = time.perf_counter()
         total, seen = 0.0, 0
         for i, (hist, target) in enumerate(sampler.epoch(epoch)):
-            loss = model(paddle.to_tensor(hist), paddle.to_tensor(target))
+            loss = net(paddle.to_tensor(hist[rows]), paddle.to_tensor(target[rows]))
+            # The mean of the ranks' shard losses is the loss of the global batch. Reduced
+            # before backward() on purpose: a dead peer then fails here, as a Python error,
+            # not in the gradient all-reduce inside backward(), where gloo aborts the process.
+            total += distributed.all_mean([float(loss)], world)[0]
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
-            total += float(loss)
             seen += 1
+            steps += 1
+            distributed.crash_hook(world, steps)
             if seen % r.print_interval == 0:
                 now = time.perf_counter()
                 sps = r.print_interval * r.train_batch_size / (now - t_print)
@@ -211,29 +315,53 @@ def train(
             "seconds": round(seconds, 3),
             "samples_per_s": round(seen * r.train_batch_size / seconds, 1),
         }
-        state = {"rng": rng_state(), "best": best, "bad_epochs": bad_epochs, "stopped": False}
-        extra = {"seed": r.seed, "train_loss": record["train_loss"], "record": record}
-        save_checkpoint(root, epoch, model, optimizer, config, extra, item_counts=counts, state=state)
         stop = False
-        if evaluate is not None:
-            score = evaluate(model, epoch)
-            record[f"valid_recall@{r.early_stopping_top_n}"] = score
-            best, bad_epochs = (score, 0) if score > best else (best, bad_epochs + 1)
-            stop = r.early_stopping_patience > 0 and bad_epochs >= r.early_stopping_patience
-            # Re-save with the updated early-stopping state so --resume continues the count.
-            state.update(best=best, bad_epochs=bad_epochs, stopped=stop)
-            save_checkpoint(root, epoch, model, optimizer, config, {**extra, "record": record},
-                            item_counts=counts, state=state)
-        records.append(record)
-        _write_log(log_path, records)
-        _plot_loss(root / "loss.png", records)
-        log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in record.items()))
-        if stop:
+        if world.main:
+            stop, best, bad_epochs = _save_epoch(config, run, epoch, model, optimizer, record,
+                                                 counts, best, bad_epochs, evaluate)
+            records.append(record)
+            _write_log(log_path, records)
+            _plot_loss(root / PLOT_FILE, records)
+            log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in record.items()))
+        # Rank 0's decision, and the point where the other ranks wait for its checkpoint.
+        if distributed.broadcast(int(stop), world):
             log(f"early stopping: no better valid Recall@{r.early_stopping_top_n} for "
                 f"{bad_epochs} epochs (best {best:.4f})")
             break
     return records
+
+
+def _quiet(line: str) -> None:
+    """The log of ranks other than 0: rank 0 speaks for the run."""
+
+
+def _save_epoch(
+    config: Config, run: dict[str, Any], epoch: int, model: MIND,
+    optimizer: paddle.optimizer.Optimizer, record: dict[str, Any], counts: np.ndarray,
+    best: float, bad_epochs: int, evaluate: Evaluator | None,
+) -> tuple[bool, float, int]:
+    """Checkpoint the epoch (rank 0), evaluate it if asked; returns (stop, best, bad_epochs)."""
+    r = config.runner
+    state = {"rng": rng_state(), "best": best, "bad_epochs": bad_epochs, "stopped": False}
+    extra = {"run_id": run["run_id"], "seed": r.seed, "train_loss": record["train_loss"],
+             "record": record}
+    save_checkpoint(r.model_save_path, epoch, model, optimizer, config, extra,
+                    item_counts=counts, state=state)
+    if evaluate is None:
+        return False, best, bad_epochs
+    score = evaluate(model, epoch)
+    # Evaluating builds a model, which draws from the RNGs: put them back, so training goes on
+    # as a --resume from this checkpoint would (and as the ranks that did not evaluate do).
+    set_rng_state(state["rng"])
+    record[f"valid_recall@{r.early_stopping_top_n}"] = score
+    best, bad_epochs = (score, 0) if score > best else (best, bad_epochs + 1)
+    stop = r.early_stopping_patience > 0 and bad_epochs >= r.early_stopping_patience
+    # Re-save with the updated early-stopping state so --resume continues the count.
+    state.update(best=best, bad_epochs=bad_epochs, stopped=stop)
+    save_checkpoint(r.model_save_path, epoch, model, optimizer, config, {**extra, "record": record},
+                    item_counts=counts, state=state)
+    return stop, best, bad_epochs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,13 +370,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. -o runner.epochs=2 (repeatable)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="delete the previous run's epochs, log and plot in model_save_path first")
     args = ap.parse_args(argv)
-    config = load_config(args.config, args.opt)
-    evaluate = None
-    if config.runner.valid_data_dir is not None and config.runner.early_stopping_patience > 0:
-        evaluate = make_valid_evaluator(config)
-    train(config, resume=args.resume, evaluate=evaluate)
-    return 0
+    world = distributed.detect()
+    code, error = 0, None
+    try:
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other: continue the run or "
+                              "start over, not both")
+        config = load_config(args.config, args.opt)
+        evaluate = None
+        if config.runner.valid_data_dir is not None and config.runner.early_stopping_patience > 0:
+            evaluate = make_valid_evaluator(config)
+        train(config, resume=args.resume, evaluate=evaluate, overwrite=args.overwrite,
+              world=world)
+    except (ConfigError, CheckpointError, RunRefused) as e:
+        # Known mistakes: one line, no traceback.
+        code, error = 2, str(e)
+    except distributed.PeerLost as e:
+        code, error = 1, str(e)
+    except Exception as e:
+        if not world.launched:
+            raise
+        # A launched rank: the traceback for its log, then one line naming the rank, last, so
+        # that `python -m mind.distributed check` shows it.
+        traceback.print_exc()
+        code, error = 1, distributed.describe(e, world)
+    if error:
+        print(f"trainer.py: {error}", file=sys.stderr, flush=True)
+    distributed.write_status(world, code, error)
+    return code
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ A checkpoint is written into a temp folder beside its final place, every file fs
 into place, so a kill at any moment leaves either the whole checkpoint or none of it. meta.json
 records the sha256 of every other file; loading verifies them and raises CheckpointError on a
 missing, partial or corrupt checkpoint.
+
+A training run owns its `{root}`: `{root}/run.json` names it (run_id, start time, config path) and
+every epoch's meta.json carries the same run_id, so "latest" and "best" always come from one run.
+`read_run` reads the manifest; `clear_run` removes what the trainer wrote, and nothing else.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,12 @@ OPT_FILE = "rec.pdopt"
 COUNTS_FILE = "item_counts.npy"
 STATE_FILE = "state.pkl"  # RNG states etc. needed for an exact --resume
 META_FILE = "meta.json"
+CHECKPOINT_FILES = frozenset({MODEL_FILE, OPT_FILE, COUNTS_FILE, STATE_FILE, META_FILE})
+RUN_FILE = "run.json"  # the run manifest: run_id, started, config
+LOG_FILE = "train_log.jsonl"
+PLOT_FILE = "loss.png"
+# Temp and trash folders save_checkpoint makes beside an epoch (left behind by a kill).
+_TEMP_DIR = re.compile(r"\.\d+\.(tmp|old)-.+")
 
 
 class CheckpointError(RuntimeError):
@@ -199,6 +212,66 @@ def restore(
         with open(d / STATE_FILE, "rb") as f:
             state = pickle.load(f)
     return meta, state
+
+
+# ------------------------------------------------------------------------------------ runs
+def read_run(root: str | Path) -> dict[str, Any] | None:
+    """The run manifest of `root` ({"run_id", "started", "config"}), None if there is none.
+
+    Checkpoints written before run ids existed have no manifest; they still load.
+    """
+    try:
+        run = json.loads((Path(root) / RUN_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError) as e:
+        raise CheckpointError(f"{Path(root) / RUN_FILE}: unreadable run manifest: {e}") from None
+    if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
+        raise CheckpointError(f"{Path(root) / RUN_FILE}: no run_id")
+    return run
+
+
+def start_run(root: str | Path, config_path: str | Path | None,
+              run_id: str | None = None) -> dict[str, Any]:
+    """Write `{root}/run.json` for a new run (or keep `run_id`, when resuming); returns it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    run = {
+        "run_id": run_id or uuid.uuid4().hex,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": None if config_path is None else str(config_path),
+    }
+    tmp = root / f".{RUN_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(run, indent=1) + "\n")
+    os.replace(tmp, root / RUN_FILE)
+    return run
+
+
+def _is_checkpoint_dir(p: Path) -> bool:
+    """An epoch folder the trainer wrote: a number holding only checkpoint files."""
+    return p.is_dir() and p.name.isdigit() and all(c.name in CHECKPOINT_FILES for c in p.iterdir())
+
+
+def clear_run(root: str | Path) -> list[Path]:
+    """Remove what the trainer writes under `root` (epoch folders, temp folders of a killed save,
+    log, plot, manifest) and return what was removed. Raises CheckpointError, before removing
+    anything, if a numbered folder holds other files: we never delete what we did not write."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    numbered = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+    foreign = [p for p in numbered if not _is_checkpoint_dir(p)]
+    if foreign:
+        raise CheckpointError(f"{foreign[0]} holds files the trainer does not write; "
+                              "move it away first")
+    removed = numbered + [p for p in root.iterdir() if p.is_dir() and _TEMP_DIR.fullmatch(p.name)]
+    for p in removed:
+        shutil.rmtree(p)
+    for name in (LOG_FILE, PLOT_FILE, RUN_FILE):
+        if (root / name).is_file():
+            (root / name).unlink()
+            removed.append(root / name)
+    return sorted(removed)
 
 
 def checkpoint_root(config: Config) -> Path:

@@ -141,6 +141,9 @@ class MIND(nn.Layer):
         b0 = rng.normal(0.0, hp.capsual.init_std, size=(1, k, lmax)).astype("float32")
         self.register_buffer("eval_routing_logits", paddle.to_tensor(b0), persistable=True)
         self.sampler = LogUniformSampler(n)
+        # (rank, world size) of data-parallel training, where a forward() sees this rank's
+        # contiguous 1/world of the global batch; (0, 1) = one process.
+        self.data_shard: tuple[int, int] = (0, 1)
 
     # ---------------------------------------------------------------- user tower
     def _routing_logits(self, batch: int, length: int) -> paddle.Tensor:
@@ -153,7 +156,12 @@ class MIND(nn.Layer):
             raise ValueError(f"history length {length} > maxlen {self.hp.maxlen}")
         k = self.hp.capsual.max_k
         if self.training:
-            b = paddle.randn([batch, k, self.hp.maxlen]) * self.hp.capsual.init_std
+            rank, world = self.data_shard
+            b = paddle.randn([batch * world, k, self.hp.maxlen]) * self.hp.capsual.init_std
+            if world > 1:
+                # Data-parallel: every rank draws the logits of the whole global batch (same
+                # seed) and keeps its rows, so N ranks route as one process on that batch.
+                b = b[rank * batch : (rank + 1) * batch]
         else:
             b = self.eval_routing_logits.expand([batch, k, self.hp.maxlen])
         return b[:, :, :length]
