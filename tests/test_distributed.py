@@ -162,3 +162,24 @@ def test_two_rank_checkpoint_serves_interests(two_ranks) -> None:
     vectors = tower.interests([[1, 2, 3], [41, 42, 43, 44]])
     assert vectors.shape == (2, 2, 16) and np.isfinite(vectors).all()
     assert np.abs(vectors).sum() > 0
+
+
+@pytest.mark.slow
+def test_two_rank_checkpoint_serves_through_rec_recall(two_ranks, tmp_path: Path) -> None:
+    """The service loads a 2-rank checkpoint unchanged and answers /rec/recall over HTTP."""
+    sys.path.insert(0, str(ROOT / "recommend"))
+    import main
+    from config import Settings
+    from fastapi.testclient import TestClient
+
+    config, _ = two_ranks
+    settings = Settings(MODEL_CONFIG_PATH=config.path, MILVUS_URI=str(tmp_path / "items.db"),
+                        VECTOR_DIMENSION=16)
+    with TestClient(main.create_app(settings)) as http:
+        assert http.post("/rec/insert_data").json()["count"] == 60
+        answer = http.post("/rec/recall", json={"top_k": 10, "hist_item": [[1, 2, 3], [41, 42]]})
+        assert answer.status_code == 200, answer.text
+        rows = answer.json()
+        assert [len(r) for r in rows] == [10, 10] and all(1 <= i <= 60 for r in rows for i in r)
+        checks = http.get("/readyz").json()["checks"]
+        assert checks["collection"] == "ok" and checks["model"] == "ok (epoch 1)"

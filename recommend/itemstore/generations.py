@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from itemstore.client import Connection, DataType, MilvusClient
-from itemstore.errors import BuildConflict, is_not_found
+from itemstore.errors import BuildConflict, is_not_found, is_not_loaded
 
 log = logging.getLogger("itemstore")
 
@@ -87,6 +87,10 @@ class Generations:
     def __init__(self, conn: Connection, collection: str) -> None:
         self.conn, self.collection = conn, collection
         self.timeout = conn.timeout
+        # Bookkeeping runs only on the write path, where waiting beats failing: creating and
+        # loading a collection, or reading one a restarted server is still loading, takes
+        # seconds, more than a recall's MILVUS_TIMEOUT.
+        self.slow_timeout = max(conn.timeout, 60.0)
 
     # ------------------------------------------------------------------ names
     def names(self) -> list[str]:
@@ -176,7 +180,7 @@ class Generations:
         try:
             self.conn.call(lambda c: c.create_collection(
                 name, schema=schema, index_params=idx, consistency_level="Strong",
-                timeout=self.timeout))
+                timeout=self.slow_timeout))
         except Exception:
             if name not in self.names():  # not another process creating it at the same time
                 raise
@@ -199,19 +203,28 @@ class Generations:
     def heartbeat(self, generation: int) -> None:
         row = {"id": generation, "owner": _owner(), "heartbeat": int(time.time() * 1000),
                "unused": [0.0, 0.0]}
-        self.conn.call(lambda c: c.upsert(self.collection + BUILDS, [row], timeout=self.timeout))
+        self.conn.call(lambda c: c.upsert(self.collection + BUILDS, [row],
+                                          timeout=self.slow_timeout))
 
     def end(self, generation: int) -> None:
         self.conn.call(lambda c: c.delete(self.collection + BUILDS, filter=f"id == {generation}",
-                                          timeout=self.timeout))
+                                          timeout=self.slow_timeout))
 
     def leases(self) -> list[Lease]:
         builds = self.collection + BUILDS
         if builds not in self.names():
             return []
-        rows = self.conn.call(lambda c: c.query(
-            builds, filter="id >= 0", output_fields=["owner", "heartbeat"],
-            consistency_level="Strong", timeout=self.timeout))
+        def read(c: MilvusClient) -> list[dict]:
+            return c.query(builds, filter="id >= 0", output_fields=["owner", "heartbeat"],
+                           consistency_level="Strong", timeout=self.slow_timeout)
+
+        try:
+            rows = self.conn.call(read)
+        except Exception as exc:
+            if not is_not_loaded(exc):
+                raise
+            self.conn.call(lambda c: c.load_collection(builds, timeout=self.slow_timeout))
+            rows = self.conn.call(read)
         return [Lease(int(r["id"]), str(r["owner"]), int(r["heartbeat"])) for r in rows]
 
     def others_building(self, mine: int | None = None) -> list[Lease]:
