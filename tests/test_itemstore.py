@@ -501,3 +501,13 @@ def test_an_unrecognised_error_from_an_unreachable_server_is_unavailable():
     store.conn._client = object()  # the port is closed now
     with pytest.raises(MilvusUnavailable, match="no marker knows"):
         store.conn.call(fail)
+
+
+def test_the_fast_search_path_is_the_one_in_use() -> None:
+    """itemstore.fast_search reads pymilvus internals (pinned 2.6.17); an upgrade that moves
+    them must fail here, not fall back silently to the public path (slower per hit)."""
+    from itemstore import fast_search
+
+    assert fast_search.FAST_PATH, (
+        "pymilvus internals used by itemstore/fast_search.py moved: update that module for "
+        "this pymilvus, or pin the version in requirements.txt")
