@@ -194,7 +194,7 @@ def _main(argv: list[str] | None) -> int:
         rec["selection_recall"] = (valid or result).metrics[args.top_n]["recall"]
         records.append(rec)
         t = result.seconds
-        print(f"[infer] epoch {epoch} {result.line(args.top_n)} | {rec['users_per_second']:.0f} users/s "
+        print(f"[infer] epoch {epoch} {result.line(args.top_n)} | {rec['users_per_second']:,.0f} users/s "
               f"(tower {t['tower']:.2f}s, search {t['search']:.2f}s, merge {t['merge']:.2f}s, "
               f"metrics {t['metrics']:.2f}s; item load {load_seconds:.1f}s)", flush=True)
 
