@@ -437,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         code, error = cli.EXIT_KNOWN, cli.explain(e, cli.debug_wanted(argv))
     except distributed.PeerLost as e:
         code, error = 1, str(e)
+    except KeyboardInterrupt:  # a requested stop: every finished epoch is saved
+        code, error = 130, "stopped (Ctrl-C); --resume continues from the last saved epoch"
     except Exception as e:
         if not world.launched:
             raise
