@@ -192,17 +192,17 @@ def _plot_loss(path: Path, records: list[dict[str, Any]]) -> bool:
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    xs, ys = [], []
-    for r in records:
-        for batch, loss in r.get(INTERVALS, []):
-            xs.append(r["epoch"] + batch / r["batches"])
-            ys.append(loss)
-    if xs:
-        ax.plot(xs, ys, lw=1.2, label="running mean of the epoch, as printed")
+    # One line per epoch: the printed loss is the epoch's running mean, which restarts each epoch.
+    for i, r in enumerate(records):
+        points = [(r["epoch"] + b / r["batches"], loss) for b, loss in r.get(INTERVALS, [])]
+        points.append((r["epoch"] + 1, r["train_loss"]))
+        ax.plot(*zip(*points), color="tab:blue", lw=1.2,
+                label="running mean of the epoch, as printed" if i == 0 else None)
     ax.plot([r["epoch"] + 1 for r in records], [r["train_loss"] for r in records], "o",
-            label="epoch mean (at its end)")
+            color="tab:orange", label="epoch mean (at its end)")
+    ax.set_xlim(records[0]["epoch"], records[-1]["epoch"] + 1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epochs trained")
     ax.set_ylabel("train loss (sampled softmax)")
     ax.set_title(f"MIND training loss, epochs 0-{records[-1]['epoch']}")
     ax.grid(alpha=0.3)
