@@ -6,13 +6,13 @@ BIN     = $(VENV)/bin
 
 .PHONY: setup demo test clean
 
-# Create the virtual environment and install runtime + test requirements.
+# Create the virtual environment and install runtime + test requirements (requirements.txt
+# ends with `-e .`: the project itself, editable).
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -r requirements-dev.txt
-	$(BIN)/pip install --no-deps -e .
 	touch $@
 
 # The main job on offline data: set up, prepare data, train, evaluate, serve.

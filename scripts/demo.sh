@@ -26,6 +26,25 @@ PORT=${PORT:-8000}
 BASE="http://127.0.0.1:$PORT"
 CONFIG=$(config_for "$DATASET")
 command -v curl >/dev/null || die "curl is needed for the last step (apt-get install curl)"
+# Checked before the minutes of training, not at the serving stage.
+port_free "$PORT" || die "port $PORT is in use on 127.0.0.1; stop what listens there or run with PORT=<another port>"
+# The config's model_save_path (relative to the config's folder): where the summary points.
+MODEL=$("$PY" -c 'import os, sys, yaml; c = sys.argv[1]
+print(os.path.normpath(os.path.join(os.path.dirname(c), yaml.safe_load(open(c))["runner"]["model_save_path"])))' \
+  "$ROOT/recommend/model/$CONFIG")
+RESULTS="$MODEL/infer_results_test_milvus_baselines.json"
+
+# summary: where the demo's outputs are (those that exist so far).
+summary() {
+  printf '\nWhere things are:\n'
+  for f in "$MODEL/loss.png" "$RESULTS" "$MODEL/recall_curve_test_milvus_baselines.png" \
+           "$MODEL/metrics_by_epoch_test_milvus_baselines.png" "$ROOT/recommend/uvicorn.log"; do
+    [ -e "$f" ] && printf '  %s\n' "${f#"$ROOT"/}"
+  done
+  printf '  recommend/tutorial.ipynb   (the walk-through notebook; run it: scripts/run_notebook.sh)\n'
+}
+# Ctrl-C is how the demo is meant to end: exit 0 (the EXIT trap stops the service).
+trap 'printf "\nstopped (Ctrl-C)\n"; summary; exit 0' INT TERM
 
 stage "1/6 Preparing the $DATASET data (recommend/data/$DATASET/)"
 (cd "$ROOT/recommend/data" && sh data.sh "$DATASET")
@@ -67,3 +86,4 @@ if [ "$KEEP" = 1 ]; then
 else
   stage "6/6 Stopping the service (--exit)"
 fi
+summary

@@ -240,6 +240,7 @@ def test_amazonbook_resumes_a_partial_download_left_by_an_earlier_run(tmp_path, 
     args = book_args(server.url + "/AmazonBook.tar.gz", tmp_path, book)
     res = run_data_sh("amazonbook", *args, "--retries", "1")
     assert res.returncode == 1 and "rerun to resume" in res.stderr
+    assert "sh data.sh synthetic" in res.stderr.splitlines()[-1]
     assert not out.exists()
     part = (cache / "AmazonBook.tar.gz.part").stat().st_size
     assert part == len(book["archive"]) // 2
@@ -248,6 +249,14 @@ def test_amazonbook_resumes_a_partial_download_left_by_an_earlier_run(tmp_path, 
     assert res.returncode == 0, res.stderr
     assert server.log[-1] == ("/AmazonBook.tar.gz", f"bytes={part}-")
     check_book_output(out, book)
+
+
+def test_amazonbook_download_with_nothing_received_does_not_promise_a_resume(tmp_path, server, book):
+    res = run_data_sh("amazonbook", *book_args(server.url + "/nothing.tar.gz", tmp_path, book),
+                      "--retries", "1")
+    last = res.stderr.splitlines()[-1]
+    assert res.returncode == 1 and "nothing was received" in last
+    assert "resume" not in last and "sh data.sh synthetic" in last
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "bad_crc"])

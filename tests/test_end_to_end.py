@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from support import DATA_DIR, MODEL_DIR, run, write_config
 
@@ -65,3 +67,24 @@ def test_mind_through_milvus_beats_most_popular_twice(trained):
     exact = {r["epoch"]: r for r in infer(config, root, "--search", "exact")}
     for epoch, rec in mind.items():
         assert recall_at_50(rec) == pytest.approx(recall_at_50(exact[epoch]), abs=1e-9)
+
+
+def test_infer_outputs_are_named_per_option(tiny_model, tmp_path):
+    """Runs with other options keep their own JSON and plots (the demo's baseline curve stays)."""
+    config = tiny_model[0]
+    model = yaml.safe_load(config.read_text())["runner"]["model_save_path"]
+    plain = run([sys.executable, "-u", "infer.py", "-m", str(config), "--search", "exact"],
+                cwd=MODEL_DIR).stdout
+    both = run([sys.executable, "-u", "infer.py", "-m", str(config), "--search", "exact",
+                "--baselines", "--curve"], cwd=MODEL_DIR).stdout
+    first = f"{model}/infer_results_test_exact.json"
+    second = f"{model}/infer_results_test_exact_baselines.json"
+    assert f"JSON results: {first}" in plain and f"JSON results: {second}" in both
+    assert len(json.loads(Path(first).read_text())["results"]) == 1
+    assert len(json.loads(Path(second).read_text())["results"]) == 3
+    assert f"Recall@K curve: {model}/recall_curve_test_exact_baselines.png" in both
+    # --json PATH: the plots are named after it, beside it.
+    out = tmp_path / "mine.json"
+    run([sys.executable, "-u", "infer.py", "-m", str(config), "--search", "exact", "--curve",
+         "--json", str(out)], cwd=MODEL_DIR)
+    assert out.is_file() and (tmp_path / "mine_recall_curve.png").is_file()

@@ -58,6 +58,11 @@ def test_train_end_to_end(tmp_path: Path) -> None:
     log = [json.loads(x) for x in (root / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1, 2]
     assert any("samples/s" in x and "batch 10/20" in x for x in lines)
+    # The losses printed every print_interval batches are kept for loss.png.
+    assert [b for b, _ in log[0]["interval_losses"]] == [10, 20]
+    assert (root / "loss.png").is_file()
+    assert lines[-1].startswith("checkpoints: ") and "(epochs 0-2)" in lines[-1]
+    assert str(root / "loss.png") in lines[-1] or "out/loss.png" in lines[-1]
     counts = load_item_counts(config, 2)
     assert counts.shape == (61,) and counts.sum() == 120 * 12 and counts[0] == 0
 
@@ -155,6 +160,23 @@ def test_resume_and_overwrite_together_is_one_line_error(tmp_path: Path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "exclude each other" in err
     assert not config.runner.model_save_path.exists()
+
+
+def test_resume_with_every_epoch_done_says_nothing_to_do(tmp_path: Path, capsys) -> None:
+    config = make_config(tmp_path)
+    assert cli(config, "-o", "runner.epochs=2") == 0
+    capsys.readouterr()
+    assert cli(config, "--resume", "-o", "runner.epochs=2") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "nothing to do: epochs 0-1 already trained (runner.epochs=2); "
+        "raise runner.epochs to train more")
+
+
+def test_epoch_line_figures_have_sensible_precision() -> None:
+    record = {"epoch": 1, "train_loss": 4.86661, "batches": 895, "seconds": 54.556,
+              "samples_per_s": 2099.9, "interval_losses": [[200, 7.5]]}
+    assert trainer._format_record(record) == (
+        "epoch 1 train_loss 4.8666 batches 895 seconds 54.56 samples_per_s 2,100")
 
 
 def test_resume_keeps_the_run_id(tmp_path: Path) -> None:

@@ -11,7 +11,10 @@ load every item embedding into Milvus (the same ItemStore the service uses), com
 interest vectors of all held-out users in batches, search each batch's vectors in one
 request, merge each user's K lists (pool, sort by score, drop duplicates and id 0, keep
 top_n) and score them. Results go to stdout and, as JSON, to
-{model_save_path}/infer_results.json (and a Recall@K plot when matplotlib is installed).
+{model_save_path}/infer_results_{split}_{search}[_baselines][_exclude_history].json, so runs with
+other options keep their own file; the plots beside it carry the same suffix
+(recall_curve_*.png with --curve, metrics_by_epoch_*.png). With --json PATH, the plots are
+named PATH's stem + _recall_curve.png / _metrics_by_epoch.png.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from mind.checkpoint import list_epochs
-from mind.config import Config, load_config
+from mind import cli
+from mind.checkpoint import CheckpointError, list_epochs
+from mind.config import Config, ConfigError, load_config
 from mind.evaluation import EvalResult, evaluate_baselines, evaluate_tower
 from mind.exact_search import ExactSearch
 from mind.reader import read_eval_dir, read_train_dir
@@ -54,7 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"also report metrics at N in {CURVE_CUTOFFS} (one search at the largest)")
     p.add_argument("--exclude-history", action="store_true",
                    help="leave the user's history out of the lists (the paper protocol does not)")
-    p.add_argument("--json", type=Path, default=None, help="where to write the JSON results")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="where to write the JSON results (default: {model_save_path}/"
+                        "infer_results_<split>_<search>[_baselines].json)")
+    cli.add_debug_option(p)
     args = p.parse_args(argv)
     if args.top_n < 1:
         p.error("-top_n must be >= 1")
@@ -65,7 +72,7 @@ def eval_dir(config: Config, split: str) -> Path:
     runner = config.runner
     if split == "valid":
         if runner.valid_data_dir is None:
-            raise SystemExit("runner.valid_data_dir is not set in the config")
+            raise ConfigError("--split valid: runner.valid_data_dir is not set in the config")
         return runner.valid_data_dir
     return runner.test_data_dir
 
@@ -96,16 +103,17 @@ def result_record(result: EvalResult, epoch: int | None, load_seconds: float | N
     return record
 
 
-def _pyplot():
-    """matplotlib's pyplot on a file-only backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
+def output_paths(args: argparse.Namespace, model_save_path: Path) -> dict[str, Path]:
+    """Where this run's JSON and plots go; named after the options that change the results."""
+    if args.json is not None:
+        return {"json": args.json,
+                "curve": args.json.with_name(f"{args.json.stem}_recall_curve.png"),
+                "epochs": args.json.with_name(f"{args.json.stem}_metrics_by_epoch.png")}
+    tag = f"{args.split}_{args.search}" + ("_baselines" if args.baselines else "") + (
+        "_exclude_history" if args.exclude_history else "")
+    return {"json": model_save_path / f"infer_results_{tag}.json",
+            "curve": model_save_path / f"recall_curve_{tag}.png",
+            "epochs": model_save_path / f"metrics_by_epoch_{tag}.png"}
 
 
 def _save(plt, fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
@@ -121,7 +129,7 @@ def _save(plt, fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
 
 def plot_curve(records: list[dict], path: Path) -> Path | None:
     """Recall@K against K for each method; skipped without matplotlib."""
-    plt = _pyplot()
+    plt = cli.pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -134,7 +142,7 @@ def plot_curve(records: list[dict], path: Path) -> Path | None:
 
 def plot_epochs(records: list[dict], top_n: int, path: Path) -> Path | None:
     """Recall/NDCG/HitRate@top_n against the epoch; skipped without matplotlib."""
-    plt = _pyplot()
+    plt = cli.pyplot()
     epochs = [r for r in records if r["epoch"] is not None]
     if plt is None or len(epochs) < 2:
         return None
@@ -146,6 +154,10 @@ def plot_epochs(records: list[dict], top_n: int, path: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run("infer.py", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     config = load_config(args.config, args.override)
     runner = config.runner
@@ -156,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     saved = list_epochs(runner.infer_load_path)
     epochs = [e for e in saved if runner.infer_start_epoch <= e <= runner.infer_end_epoch]
     if not epochs:
-        print(f"[infer] no saved epoch in [{runner.infer_start_epoch}, {runner.infer_end_epoch}] "
-              f"under {runner.infer_load_path} (found {saved or 'none'}); train first: "
-              f"python -u trainer.py -m {args.config}", file=sys.stderr)
-        return 2
+        raise CheckpointError(
+            f"no saved epoch in [{runner.infer_start_epoch}, {runner.infer_end_epoch}] under "
+            f"{runner.infer_load_path} (found {saved or 'none'}); train first: "
+            f"python -u trainer.py -m {args.config}")
 
     # The best epoch is chosen on the valid users, never on the users it is reported for.
     select_on = None
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         rec["selection_recall"] = (valid or result).metrics[args.top_n]["recall"]
         records.append(rec)
         t = result.seconds
-        print(f"[infer] epoch {epoch} {result.line(args.top_n)} | {rec['users_per_second']:.0f} users/s "
+        print(f"[infer] epoch {epoch} {result.line(args.top_n)} | {rec['users_per_second']:,.0f} users/s "
               f"(tower {t['tower']:.2f}s, search {t['search']:.2f}s, merge {t['merge']:.2f}s, "
               f"metrics {t['metrics']:.2f}s; item load {load_seconds:.1f}s)", flush=True)
 
@@ -200,21 +212,23 @@ def main(argv: list[str] | None = None) -> int:
         best, chosen_by = mind_records[-1], "being the last epoch (no valid split to choose on)"
     print(f"[infer] best epoch {best['epoch']} (chosen by {chosen_by}): {args.split} "
           f"Recall@{args.top_n}={best['metrics'][str(args.top_n)]['recall']:.4f}")
-    out = args.json or (runner.model_save_path / "infer_results.json")
+    paths = output_paths(args, runner.model_save_path)
+    out = paths["json"]
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": str(Path(args.config).resolve()), "split": args.split, "top_n": args.top_n,
                "best_epoch": best["epoch"], "best_epoch_chosen_on": chosen_by,
                "search": args.search, "exclude_history": args.exclude_history, "results": records}
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"[infer] JSON results: {out}")
-    png = plot_epochs(records, args.top_n, out.with_name("metrics_by_epoch.png"))
+    if cli.pyplot() is None:
+        print("[infer] plots skipped: matplotlib is not installed (pip install -r requirements.txt)")
+        return 0
+    png = plot_epochs(records, args.top_n, paths["epochs"])
     if png:
         print(f"[infer] metrics per epoch: {png}")
     if args.curve:
         curve = [r for r in records if r["epoch"] in (None, best["epoch"])]
-        png = plot_curve(curve, out.with_name("recall_curve.png"))
-        if png:
-            print(f"[infer] Recall@K curve: {png}")
+        print(f"[infer] Recall@K curve: {plot_curve(curve, paths['curve'])}")
     return 0
 
 

@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import mind  # noqa: F401  (first: its __init__ silences paddle's "No ccache found" warning)
 import paddle
 
+from mind import cli
 from mind.baselines import click_counts
 from mind.checkpoint import (
     LOG_FILE,
@@ -181,21 +183,54 @@ def _write_log(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(rec) + "\n" for rec in records))
 
 
-def _plot_loss(path: Path, records: list[dict[str, Any]]) -> None:
-    try:
-        import matplotlib
+def _plot_loss(path: Path, records: list[dict[str, Any]]) -> bool:
+    """The losses the trainer printed (every print_interval batches) against the epoch, and each
+    epoch's mean as a dot at its end; False when matplotlib is missing (nothing drawn)."""
+    plt = cli.pyplot()
+    if plt is None:
+        return False
+    from matplotlib.ticker import MaxNLocator
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["epoch"] for r in records], [r["train_loss"] for r in records], marker="o")
-    ax.set_xlabel("epoch")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    # One line per epoch: the printed loss is the epoch's running mean, which restarts each epoch.
+    for i, r in enumerate(records):
+        points = [(r["epoch"] + b / r["batches"], loss) for b, loss in r.get(INTERVALS, [])]
+        points.append((r["epoch"] + 1, r["train_loss"]))
+        ax.plot(*zip(*points), color="tab:blue", lw=1.2,
+                label="running mean of the epoch, as printed" if i == 0 else None)
+    ax.plot([r["epoch"] + 1 for r in records], [r["train_loss"] for r in records], "o",
+            color="tab:orange", label="epoch mean (at its end)")
+    ax.set_xlim(records[0]["epoch"], records[-1]["epoch"] + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epochs trained")
     ax.set_ylabel("train loss (sampled softmax)")
+    ax.set_title(f"MIND training loss, epochs 0-{records[-1]['epoch']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+    return True
+
+
+# The per-print_interval losses of an epoch record: [[batch, running mean loss], ...].
+INTERVALS = "interval_losses"
+
+
+def _format_record(record: dict[str, Any]) -> str:
+    """An epoch record as one log line: losses to 4 decimals, seconds to 2, rates as 2,100."""
+    shown = {k: v for k, v in record.items() if k != INTERVALS}
+    return " ".join(f"{k} {_figure(k, v)}" for k, v in shown.items())
+
+
+def _figure(key: str, value: Any) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    if key == "seconds":
+        return f"{value:.2f}"
+    if key.endswith("_per_s"):
+        return f"{value:,.0f}"
+    return f"{value:.4f}"
 
 
 def _start(config: Config, resume: bool, overwrite: bool, world: World) -> dict[str, Any] | None:
@@ -278,17 +313,21 @@ def train(
     if done and state.get("stopped"):
         log("that run had stopped early; nothing to do")
         return records
+    if done and start >= r.epochs:
+        log(f"nothing to do: {_epoch_span(done)} already trained (runner.epochs={r.epochs}); "
+            "raise runner.epochs to train more")
+        return records
     # Built after restore, so DataParallel's start-up broadcast of rank 0's weights is a no-op.
     net = distributed.wrap(model, world)
 
     log(f"device {device}; {len(sequences)} users, {sampler.num_users} trainable, "
         f"{len(sampler)} batches x {r.train_batch_size} per epoch, item_count {hp.item_count}"
         + (f"; {world.size} ranks x {rows.stop - rows.start} rows" if world.size > 1 else ""))
-    steps = 0
+    steps, plotted = 0, False
     for epoch in range(start, r.epochs):
         model.train()
         t_epoch = t_print = time.perf_counter()
-        total, seen = 0.0, 0
+        total, seen, intervals = 0.0, 0, []
         for i, (hist, target) in enumerate(sampler.epoch(epoch)):
             loss = net(paddle.to_tensor(hist[rows]), paddle.to_tensor(target[rows]))
             # The mean of the ranks' shard losses is the loss of the global batch. Reduced
@@ -305,8 +344,9 @@ def train(
                 now = time.perf_counter()
                 sps = r.print_interval * r.train_batch_size / (now - t_print)
                 t_print = now
+                intervals.append([seen, round(total / seen, 6)])
                 log(f"epoch {epoch} batch {seen}/{len(sampler)} loss {total / seen:.4f} "
-                    f"{sps:.0f} samples/s")
+                    f"{sps:,.0f} samples/s")
         seconds = time.perf_counter() - t_epoch
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -314,6 +354,7 @@ def train(
             "batches": seen,
             "seconds": round(seconds, 3),
             "samples_per_s": round(seen * r.train_batch_size / seconds, 1),
+            INTERVALS: intervals,
         }
         stop = False
         if world.main:
@@ -321,14 +362,17 @@ def train(
                                                  counts, best, bad_epochs, evaluate)
             records.append(record)
             _write_log(log_path, records)
-            _plot_loss(root / PLOT_FILE, records)
-            log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in record.items()))
+            plotted = _plot_loss(root / PLOT_FILE, records)
+            log(_format_record(record))
         # Rank 0's decision, and the point where the other ranks wait for its checkpoint.
         if distributed.broadcast(int(stop), world):
             log(f"early stopping: no better valid Recall@{r.early_stopping_top_n} for "
                 f"{bad_epochs} epochs (best {best:.4f})")
             break
+    if records and world.main:
+        log(f"checkpoints: {_show_path(root)}/<epoch>/ ({_epoch_span(list_epochs(root))}); "
+            f"log: {_show_path(log_path)}; loss plot: "
+            + (_show_path(root / PLOT_FILE) if plotted else "skipped, matplotlib is not installed"))
     return records
 
 
@@ -366,12 +410,15 @@ def _save_epoch(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-m", "--config", required=True, help="config YAML, e.g. mind/config.yaml")
+    ap.add_argument("-m", "--config", required=True, metavar="CONFIG.yaml",
+                    help="config YAML, e.g. mind/config.yaml (relative paths in it resolve "
+                         "against its folder)")
     ap.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. -o runner.epochs=2 (repeatable)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     ap.add_argument("--overwrite", action="store_true",
                     help="delete the previous run's epochs, log and plot in model_save_path first")
+    cli.add_debug_option(ap)
     args = ap.parse_args(argv)
     world = distributed.detect()
     code, error = 0, None
@@ -385,11 +432,13 @@ def main(argv: list[str] | None = None) -> int:
             evaluate = make_valid_evaluator(config)
         train(config, resume=args.resume, evaluate=evaluate, overwrite=args.overwrite,
               world=world)
-    except (ConfigError, CheckpointError, RunRefused) as e:
-        # Known mistakes: one line, no traceback.
-        code, error = 2, str(e)
+    except (*cli.KNOWN_ERRORS, RunRefused) as e:
+        # Known mistakes: one line, no traceback (unless --debug / MIND_DEBUG=1).
+        code, error = cli.EXIT_KNOWN, cli.explain(e, cli.debug_wanted(argv))
     except distributed.PeerLost as e:
         code, error = 1, str(e)
+    except KeyboardInterrupt:  # a requested stop: every finished epoch is saved
+        code, error = 130, "stopped (Ctrl-C); --resume continues from the last saved epoch"
     except Exception as e:
         if not world.launched:
             raise

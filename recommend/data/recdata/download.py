@@ -65,7 +65,12 @@ def fetch(url: str, cache: Path, retries: int = 3, timeout: float = 60.0) -> Pat
             if isinstance(exc, urllib.error.HTTPError) and exc.code == 404:
                 break
             time.sleep(min(2.0 ** (attempt - 1), 10.0) * 0.1)
-    raise DownloadError(f"could not download {url}: {last}; rerun to resume from {part}")
+    have = part.stat().st_size if part.exists() else 0
+    # Resuming is only worth mentioning when there is something to resume from.
+    then = (f"{have:,} bytes kept: rerun to resume from {part}" if have
+            else "nothing was received (offline?): rerun when the network is back")
+    raise DownloadError(f"could not download {url}: {last}; {then}; "
+                        "or work offline on generated data: sh data.sh synthetic")
 
 
 def _download_once(url: str, part: Path, timeout: float) -> None:

@@ -20,6 +20,13 @@ from .clicks import Clicks
 log = logging.getLogger("recdata")
 
 CREATE_HINT = "cd recommend/data && sh data.sh synthetic   (or: sh data.sh movielens / sh data.sh)"
+# recommend/data/<variant>/{train,valid,test}: the command that creates each variant's folders.
+VARIANT_HINTS = {
+    "amazonbook": "cd recommend/data && sh data.sh   (AmazonBook, downloads ~1 GB; offline: "
+                  "sh data.sh synthetic)",
+    "synthetic": "cd recommend/data && sh data.sh synthetic",
+    "movielens": "cd recommend/data && sh data.sh movielens",
+}
 TRAIN_LINE = "`uid,item_id,time_order` (three non-negative integers)"
 EVAL_KEYS = ("user_id", "target_item", "hist_item", "eval_item")
 
@@ -33,20 +40,25 @@ def _error(path: Path, lineno: int | None, expected: str, found: str) -> DataFor
     return DataFormatError(f"{where}: expected {expected}, found {found}")
 
 
+def create_hint(split_dir: str | Path) -> str:
+    """The data.sh command that creates `split_dir` (the generic hint for folders of our own)."""
+    return VARIANT_HINTS.get(Path(split_dir).parent.name, CREATE_HINT)
+
+
 def data_files(path: str | Path, what: str) -> list[Path]:
     """Regular non-hidden files of a data directory, sorted by name."""
     path = Path(path)
     if not path.is_dir():
         found = "a file" if path.exists() else "nothing (missing directory)"
         raise _error(
-            path, None, f"a directory of {what} files; create it with: {CREATE_HINT}", found
+            path, None, f"a directory of {what} files; create it with: {create_hint(path)}", found
         )
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise _error(
             path,
             None,
-            f"{what} files in this directory; create them with: {CREATE_HINT}",
+            f"{what} files in this directory; create them with: {create_hint(path)}",
             "an empty directory",
         )
     return files

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+from recdata.formats import create_hint
 
 from mind.network import CapsualConfig, HyperConfig, OptimizerConfig
 
@@ -143,8 +144,8 @@ def _item_count_from_meta(train_dir: Path) -> int:
         value = json.loads(meta.read_text())["item_count"]
     except FileNotFoundError:
         raise ConfigError(
-            f"hyper_parameters.item_count is 'auto' but {meta} does not exist "
-            "(prepare the data first, or set item_count to a number)"
+            f"hyper_parameters.item_count is 'auto' but {meta} does not exist; prepare the "
+            f"data first: {create_hint(train_dir)} (or set item_count to a number)"
         ) from None
     except (KeyError, ValueError) as e:
         raise ConfigError(f"hyper_parameters.item_count: cannot read item_count from {meta}: {e}")
