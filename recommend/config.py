@@ -99,6 +99,14 @@ class Settings(BaseModel):
     MAX_HISTORY_LEN: Annotated[int, Field(ge=1, le=100_000)] = 1000
     MAX_TOP_K: Annotated[int, Field(ge=1, le=MILVUS_MAX_TOPK)] = 1000
     MAX_BODY_BYTES: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    # --- overload -------------------------------------------------------------------
+    MAX_QUEUE_USERS: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        1024, description="Users waiting for a recall pass beyond which a request gets 503 "
+        "(the service is overloaded); 4 full batches by default"
+    )
+    QUEUE_WAIT_SECONDS: Annotated[float, Field(gt=0, le=600)] = Field(
+        2.0, description="Longest a recall request waits for a pass to take it, then 503"
+    )
 
     @field_validator("MILVUS_HOST", "HOST")
     @classmethod
