@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from config import Settings, get_settings
-from service import errors
+from service import errors, protocol
 from service.limits import BodySizeLimit
 from service.request_id import RequestIdMiddleware
 from service.routes import health, rec
@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    protocol.install(protocol.Limits(
+        max_header_bytes=settings.MAX_HEADER_BYTES, header_timeout=settings.HEADER_TIMEOUT,
+        body_timeout=settings.BODY_TIMEOUT, max_connections=settings.MAX_CONNECTIONS))
     errors.install(app)
     app.add_middleware(ExposureWatch, settings=settings)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.MAX_BODY_BYTES)
