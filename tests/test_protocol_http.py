@@ -66,3 +66,38 @@ def test_a_50_mb_urllib_post_reads_the_413(service):
         urllib.request.urlopen(request, timeout=30)
     assert caught.value.code == 413
     assert "MAX_BODY_BYTES" in json.loads(caught.value.read())["detail"]
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample line of Prometheus text, 0 when absent."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in text.splitlines():
+        if line.startswith(name + ("{" if labels else " ")) and all(w in line for w in want):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_are_prometheus_text_and_move_after_a_recall(service):
+    with service.client() as c:
+        before = c.get("/metrics").text
+        assert c.post("/rec/recall", json={"top_k": 5, "hist_item": [[1, 2, 3]]}).status_code == 200
+        r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    after = r.text
+    for name in ("recall_http_requests_total", "recall_http_request_seconds_bucket",
+                 "recall_batch_users_bucket", "recall_batch_requests_bucket",
+                 "recall_queue_wait_seconds_bucket", "recall_queue_users",
+                 "recall_milvus_search_seconds_bucket", "recall_model_info", "recall_items"):
+        assert name in after, name
+    route = {"route": "/rec/recall", "method": "POST", "status": "200"}
+    assert (_sample(after, "recall_http_requests_total", **route)
+            == _sample(before, "recall_http_requests_total", **route) + 1)
+    assert (_sample(after, "recall_milvus_search_seconds_count")
+            > _sample(before, "recall_milvus_search_seconds_count"))
+    assert _sample(after, "recall_items") == service_items(service)
+    assert 'epoch="0"' in after
+
+
+def service_items(service: Service) -> float:
+    with service.client() as c:
+        return float(c.post("/rec/count").json()["count"])

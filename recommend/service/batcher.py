@@ -90,7 +90,7 @@ class MicroBatcher(Generic[Q, R]):
         depth_of: Callable[[Q], int] = lambda q: 0,
         max_queued: int | None = None,
         max_wait: float | None = None,
-        on_pass: Callable[[int, int, float], None] | None = None,
+        on_pass: Callable[[Sequence[Ticket], float], None] | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -99,7 +99,7 @@ class MicroBatcher(Generic[Q, R]):
         self._size_of, self._depth_of = size_of, depth_of
         self._shared_errors = shared_errors
         self.max_queued, self.max_wait = max_queued, max_wait
-        self._on_pass = on_pass  # (queries, users, seconds) after each pass, for metrics
+        self._on_pass = on_pass  # (tickets, seconds) after each pass, for metrics
         self._pending: collections.deque[Ticket] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -203,7 +203,7 @@ class MicroBatcher(Generic[Q, R]):
                 self._answer(live)
                 self.pass_started = None
                 if self._on_pass is not None:
-                    self._on_pass(len(live), sum(t.weight for t in live), time.monotonic() - now)
+                    self._on_pass(live, time.monotonic() - now)
 
     def _answer(self, batch: list[Ticket]) -> None:
         try:

@@ -64,7 +64,7 @@ class RecallEngine:
 
     def __init__(self, tower: UserTower, store: ItemStore, max_batch_users: int = 256,
                  max_queue_users: int | None = None, queue_wait: float = 2.0,
-                 on_pass: Callable[[int, int, float], None] | None = None):
+                 on_pass: Callable[[Sequence[Ticket], float], None] | None = None):
         self.tower = tower
         # The store connects on first use and redials after a failure, so the service
         # starts while Milvus is down and picks it up once it answers.
@@ -72,6 +72,7 @@ class RecallEngine:
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._serial_tower = _SerialTower(tower, self._model_lock)
+        self.search = store.search  # the open() path wraps it to count Milvus calls
         self.inserting = False
         # A recall waits at most queue_wait (QUEUE_WAIT_SECONDS) for a pass to take it, then
         # gets a 503 saying the service is overloaded; once taken, however many Milvus calls
@@ -96,7 +97,7 @@ class RecallEngine:
 
     @classmethod
     def open(cls, settings: Settings,
-             on_pass: Callable[[int, int, float], None] | None = None) -> RecallEngine:
+             on_pass: Callable[[Sequence[Ticket], float], None] | None = None) -> RecallEngine:
         """The served model (MODEL_CONFIG_PATH, EPOCH_NUM) and its Milvus collection.
 
         Raises if the model is missing, corrupt or of another VECTOR_DIMENSION.
@@ -198,7 +199,7 @@ class RecallEngine:
         )
 
     def _answer_recalls(self, queries: Sequence[RecallQuery]) -> list[list[list[int]]]:
-        return recall_many(self._serial_tower, self.store.search, queries)
+        return recall_many(self._serial_tower, self.search, queries)
 
     def count(self) -> int:
         return int(self.store.count())
