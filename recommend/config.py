@@ -99,6 +99,26 @@ class Settings(BaseModel):
     MAX_HISTORY_LEN: Annotated[int, Field(ge=1, le=100_000)] = 1000
     MAX_TOP_K: Annotated[int, Field(ge=1, le=MILVUS_MAX_TOPK)] = 1000
     MAX_BODY_BYTES: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    MAX_HEADER_BYTES: Annotated[int, Field(ge=1024, le=1024 * 1024)] = Field(
+        16384, description="Request line and headers beyond this get 431"
+    )
+    HEADER_TIMEOUT: Annotated[float, Field(gt=0, le=600)] = Field(
+        5.0, description="Seconds for a connection to deliver a request's headers, then 408"
+    )
+    BODY_TIMEOUT: Annotated[float, Field(gt=0, le=600)] = Field(
+        10.0, description="Seconds for a request's whole body once its headers are in, then 408"
+    )
+    MAX_CONNECTIONS: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        512, description="Open connections per process beyond which new ones get 503"
+    )
+    # --- overload -------------------------------------------------------------------
+    MAX_QUEUE_USERS: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        1024, description="Users waiting for a recall pass beyond which a request gets 503 "
+        "(the service is overloaded); 4 full batches by default"
+    )
+    QUEUE_WAIT_SECONDS: Annotated[float, Field(gt=0, le=600)] = Field(
+        2.0, description="Longest a recall request waits for a pass to take it, then 503"
+    )
 
     @field_validator("MILVUS_HOST", "HOST")
     @classmethod

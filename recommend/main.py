@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from config import Settings, get_settings
-from service import errors
+from service import errors, metrics, protocol
 from service.limits import BodySizeLimit
 from service.request_id import RequestIdMiddleware
 from service.routes import health, rec
@@ -71,13 +71,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    protocol.install(protocol.Limits(
+        max_header_bytes=settings.MAX_HEADER_BYTES, header_timeout=settings.HEADER_TIMEOUT,
+        body_timeout=settings.BODY_TIMEOUT, max_connections=settings.MAX_CONNECTIONS))
     errors.install(app)
     app.add_middleware(ExposureWatch, settings=settings)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.MAX_BODY_BYTES)
-    app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(OneLineStartErrors)
     app.include_router(rec.build_router(settings))
     app.include_router(health.router)
+    app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(metrics.HttpMetrics, routes=metrics.route_paths(app))
+    app.add_middleware(OneLineStartErrors)
     return app
 
 

@@ -144,3 +144,118 @@ def test_engine_answers_503_at_the_deadline_when_the_search_hangs():
     assert sorted(engine.recall([[1, 3]], top_k=2)[0]) == [2, 4]
     assert asyncio.run(engine.recall_async([[4]], top_k=1, exclude_history=False)) == [[3]]
     engine.close()
+
+
+# ------------------------------------------------------------------ overload and fairness
+def test_a_full_queue_refuses_at_once_and_a_long_wait_times_out():
+    from service.batcher import QueueFull, QueueTimeout
+    from service.errors import ServiceOverloaded
+
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch=8, size_of=lambda q: q, max_queued=5, max_wait=0.2)
+    running = batcher.submit(1)
+    assert gate.entered.wait(10)
+    waiting = batcher.submit(4)
+    with pytest.raises(QueueFull, match="4 users are already waiting"):
+        batcher.submit(2)  # 4 + 2 > 5
+    assert issubclass(QueueFull, ServiceOverloaded)
+    threading.Event().wait(0.3)  # past max_wait while the first pass still runs
+    gate.release.set()
+    assert running.result(10) == 10
+    with pytest.raises(QueueTimeout, match="in the queue"):
+        waiting.result(10)
+    assert batcher.submit(2).result(10) == 20  # the queue drained: taken again
+    batcher.close()
+
+
+def test_a_stream_of_full_size_queries_lets_small_ones_through():
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch=4, size_of=lambda q: q)
+    # Arrival order 4, 4, 4, 1: the small query goes right after the first full-size pass.
+    futures = _submit_while_busy(batcher, gate, 1, [4, 4, 4, 1])
+    assert [f.result(10) for f in futures] == [10, 40, 40, 40, 10]
+    assert gate.batches == [[1], [4], [1], [4], [4]]
+    batcher.close()
+
+
+def test_queries_of_very_different_depth_wait_for_another_pass():
+    from service.batcher import depths_compatible
+
+    assert depths_compatible(10, 128) and depths_compatible(500, 1000)
+    assert not depths_compatible(50, 1050)
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch=8, depth_of=lambda q: q)
+    futures = _submit_while_busy(batcher, gate, 50, [60, 1050, 50, 900])
+    assert [f.result(10) for f in futures] == [500, 600, 10500, 500, 9000]
+    assert gate.batches == [[50], [60, 50], [1050, 900]]
+    batcher.close()
+
+
+def test_a_long_history_does_not_deepen_a_short_requests_search():
+    """Unit level, real engine and recall_many: the search depth each pass asks Milvus for."""
+    import numpy as np
+
+    from service.engine import RecallEngine
+    from test_retrieval import TinyTower, exact_search
+
+    class WideTower(TinyTower):  # every positive id is "known", so a history can be long
+        item_count = 10**6
+
+        def known_items(self, history):
+            h = np.asarray(history, dtype=np.int64)
+            return h[h > 0]
+
+    tower, depths, gate = WideTower(), [], Gate()
+    gate.release.clear()
+
+    class RecordingStore:
+        timeout, uri = 10.0, "http://recording:19530"
+
+        def search(self, vectors, k):
+            depths.append(k)
+            if len(depths) == 1:  # hold the first pass so the others queue together
+                gate.entered.set()
+                assert gate.release.wait(10)
+            return exact_search(tower.items)(vectors, k)
+
+        def close(self):
+            pass
+
+    engine = RecallEngine(tower, RecordingStore())
+    first = engine._recall_batcher.submit(_query([[1]], 5))
+    assert gate.entered.wait(10)
+    long_history = engine._recall_batcher.submit(_query([list(range(10, 1010))], 10))
+    short = engine._recall_batcher.submit(_query([[1, 3]], 10))
+    gate.release.set()
+    for f in (first, long_history, short):
+        f.result(10)
+    # Batched together the short request would search 1010 deep; alone it searches 12.
+    assert sorted(depths) == [5 + 1, 10 + 2, 10 + 1000]
+    engine.close()
+
+
+def _query(histories, top_k):
+    from mind.retrieval import RecallQuery
+
+    return RecallQuery(histories, top_k, exclude_history=True)
+
+
+def test_overload_is_a_503_with_retry_after_that_names_the_service_not_milvus():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from service import errors
+    from service.batcher import QueueFull
+
+    app = FastAPI()
+    errors.install(app)
+
+    @app.get("/busy")
+    def busy():
+        raise QueueFull("1024 users are already waiting (at most 1024)")
+
+    r = TestClient(app).get("/busy")
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    assert r.json()["detail"].startswith("the recall service is overloaded, try again shortly")
+    assert "Milvus" not in r.json()["detail"]

@@ -6,25 +6,65 @@ takes every request waiting in the queue, answers them together, and starts
 again. It never waits for a batch to fill: a lone request is answered at once
 (no added latency when the service is idle), and under load each pass picks up
 what arrived while the previous one ran, so batches grow with the load.
+
+Under overload it stays fair and says so: the queue is bounded (``max_queued``
+users; beyond it ``submit`` raises QueueFull), a query is not answered after
+waiting ``max_wait`` seconds (QueueTimeout), a pass only mixes queries of a similar
+search depth, and a pass led by a query that fills it alone is followed by one led
+by the oldest smaller query, so small requests never queue behind a stream of
+maximum-size ones.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
+
+from service.errors import ServiceOverloaded
 
 log = logging.getLogger("recall.batcher")
 
 Q = TypeVar("Q")
 R = TypeVar("R")
 
+# Depths up to this batch together whatever their ratio (their searches are cheap anyway).
+SHALLOW_DEPTH = 64
+
 
 class BatcherClosed(RuntimeError):
     """The service is shutting down; no new work is taken."""
+
+
+class QueueFull(ServiceOverloaded):
+    """Taking this query would put more than ``max_queued`` users in the queue."""
+
+
+class QueueTimeout(ServiceOverloaded):
+    """The query waited longer than ``max_wait`` seconds before a pass could take it."""
+
+
+def depths_compatible(a: int, b: int) -> bool:
+    """Whether two search depths may share a pass: within a factor of 2 (or both shallow).
+
+    The pass searches every vector to the deepest query's depth, so a shallow query next
+    to a deep one would pay for the deep one's search and merge.
+    """
+    return max(a, b) <= 2 * max(min(a, b), SHALLOW_DEPTH)
+
+
+class Ticket(Future):  # type: ignore[type-arg]
+    """A query's future, with when it was queued and when a pass took it (monotonic)."""
+
+    def __init__(self, query: object, weight: int, depth: int) -> None:
+        super().__init__()
+        self.query, self.weight, self.depth = query, weight, depth
+        self.queued_at = time.monotonic()
+        self.started_at: float | None = None
 
 
 class MicroBatcher(Generic[Q, R]):
@@ -32,6 +72,8 @@ class MicroBatcher(Generic[Q, R]):
 
     ``size_of(query)`` is a query's weight (users); one pass takes queries while their
     total stays within ``max_batch`` (a single query larger than that runs alone).
+    ``depth_of(query)`` is its search depth; a pass only takes queries whose depth is
+    compatible with the depth of the query leading it (``depths_compatible``).
     When a pass fails with one of ``shared_errors`` (e.g. Milvus is down), every caller
     in it gets that error at once: retrying them one by one would only multiply the
     wait. Any other failure of a pass of several queries retries each query alone, so
@@ -45,16 +87,25 @@ class MicroBatcher(Generic[Q, R]):
         size_of: Callable[[Q], int] = lambda q: 1,
         shared_errors: tuple[type[BaseException], ...] = (),
         name: str = "micro-batcher",
+        depth_of: Callable[[Q], int] = lambda q: 0,
+        max_queued: int | None = None,
+        max_wait: float | None = None,
+        on_pass: Callable[[Sequence[Ticket], float], None] | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._answer_batch = answer_batch
         self._max_batch = max_batch
-        self._size_of = size_of
+        self._size_of, self._depth_of = size_of, depth_of
         self._shared_errors = shared_errors
-        self._queue: queue.SimpleQueue[tuple[Q, Future[R]] | None] = queue.SimpleQueue()
+        self.max_queued, self.max_wait = max_queued, max_wait
+        self._on_pass = on_pass  # (tickets, seconds) after each pass, for metrics
+        self._pending: collections.deque[Ticket] = collections.deque()
+        self._cond = threading.Condition()
         self._closed = False
-        self._held: tuple[Q, Future[R]] | None = None
+        self._after_full_pass = False
+        self.queued_users = 0
+        self.pass_started: float | None = None  # monotonic start of the pass running now
         self.passes = 0  # batches answered, and the queries in them: queries/passes = mean batch
         self.queries = 0
         # One worker: a second one measured no faster (Milvus Lite serialises searches),
@@ -62,69 +113,111 @@ class MicroBatcher(Generic[Q, R]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, query: Q) -> Future[R]:
-        if self._closed:
-            raise BatcherClosed("the service is shutting down")
-        future: Future[R] = Future()
-        self._queue.put((query, future))
-        return future
+    def submit(self, query: Q) -> Ticket:
+        ticket = Ticket(query, self._size_of(query), self._depth_of(query))
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("the service is shutting down")
+            self._forget_finished()
+            if (self.max_queued is not None and self._pending
+                    and self.queued_users + ticket.weight > self.max_queued):
+                raise QueueFull(f"{self.queued_users} users are already waiting "
+                                f"(at most {self.max_queued})")
+            self._pending.append(ticket)
+            self.queued_users += ticket.weight
+            self._cond.notify()
+        return ticket
 
     def __call__(self, query: Q) -> R:
         """Answer one query (blocking); raises what answering it raised."""
         return self.submit(query).result()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish the queries already taken, then stop the worker."""
-        self._closed = True
-        self._queue.put(None)
+        """Finish the queries already queued, then stop the worker."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
         self._thread.join(timeout)
         if self.passes:
             log.info("%s: %d queries in %d passes (%.1f per pass)", self._thread.name,
                      self.queries, self.passes, self.queries / self.passes)
 
-    def _next_batch(self) -> list[tuple[Q, Future[R]]] | None:
-        """Block for one query, then take whatever else is already waiting (no waiting)."""
-        first = self._held or self._queue.get()
-        self._held = None
-        if first is None:
-            return None
-        batch, size = [first], self._size_of(first[0])
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return batch
-            if item is None:
-                self._queue.put(None)  # stop after this batch
-                return batch
-            weight = self._size_of(item[0])
-            if size + weight > self._max_batch:
-                self._held = item  # starts the next pass
-                return batch
-            batch.append(item)
-            size += weight
+    def _expire(self, now: float) -> None:
+        """Fail the queries that waited past ``max_wait`` (caller holds the lock)."""
+        if self.max_wait is None:
+            return
+        for t in self._pending:
+            waited = now - t.queued_at
+            if waited > self.max_wait and t.set_running_or_notify_cancel():
+                t.set_exception(QueueTimeout(f"waited {waited:.1f} s in the queue "
+                                             f"(at most {self.max_wait:g} s)"))
+        self._forget_finished()
+
+    def _forget_finished(self) -> None:
+        """Drop queued queries that expired or whose callers gave up (caller holds the lock)."""
+        if any(t.done() for t in self._pending):
+            self._pending = collections.deque(t for t in self._pending if not t.done())
+            self.queued_users = sum(t.weight for t in self._pending)
+
+    def _lead(self) -> Ticket:
+        """The oldest query; after a pass one query filled alone, the oldest smaller one."""
+        if self._after_full_pass:
+            for t in self._pending:
+                if t.weight < self._max_batch:
+                    return t
+        return self._pending[0]
+
+    def _next_batch(self) -> list[Ticket] | None:
+        """Block for one query, then take what else is waiting and fits (no waiting)."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            self._expire(time.monotonic())
+            if not self._pending:
+                return None if self._closed else []
+            lead = self._lead()
+            batch, size = [lead], lead.weight
+            for t in self._pending:
+                if t is lead or not depths_compatible(lead.depth, t.depth):
+                    continue  # another depth: waits for a pass of its own kind
+                if size + t.weight > self._max_batch:
+                    break  # keeps arrival order among queries of one kind
+                batch.append(t)
+                size += t.weight
+            taken = set(map(id, batch))
+            self._pending = collections.deque(t for t in self._pending if id(t) not in taken)
+            self.queued_users -= size
+            self._after_full_pass = lead.weight >= self._max_batch
+            return batch
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            live = [(q, f) for q, f in batch if f.set_running_or_notify_cancel()]
+            live = [t for t in batch if t.set_running_or_notify_cancel()]
             if live:
+                now = time.monotonic()
+                for t in live:
+                    t.started_at = now
+                self.pass_started = now
                 self.passes += 1
                 self.queries += len(live)
                 self._answer(live)
+                self.pass_started = None
+                if self._on_pass is not None:
+                    self._on_pass(live, time.monotonic() - now)
 
-    def _answer(self, batch: list[tuple[Q, Future[R]]]) -> None:
+    def _answer(self, batch: list[Ticket]) -> None:
         try:
-            answers = self._answer_batch([q for q, _ in batch])
+            answers = self._answer_batch([t.query for t in batch])
             if len(answers) != len(batch):
                 raise RuntimeError(f"{len(answers)} answers for {len(batch)} queries")
         except BaseException as exc:  # noqa: BLE001 - every caller must hear about it
             if len(batch) == 1 or isinstance(exc, self._shared_errors):
-                for _, future in batch:
-                    future.set_exception(exc)
+                for t in batch:
+                    t.set_exception(exc)
                 return
             log.debug("a batch of %d failed (%s); answering each alone", len(batch), exc)
-            for item in batch:
-                self._answer([item])
+            for t in batch:
+                self._answer([t])
             return
-        for (_, future), answer in zip(batch, answers):
-            future.set_result(answer)
+        for t, answer in zip(batch, answers):
+            t.set_result(answer)

@@ -13,7 +13,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +22,8 @@ from config import Settings, SettingsError
 from itemstore import CollectionMissing, ItemStore, MilvusUnavailable, ModelMismatch
 from mind.retrieval import RecallQuery, recall_many
 from mind.user_tower import UserTower
-from service.batcher import MicroBatcher
-from service.errors import InsertRunning
+from service.batcher import MicroBatcher, Ticket
+from service.errors import InsertRunning, ServiceOverloaded
 
 log = logging.getLogger("recall.service")
 
@@ -32,6 +32,13 @@ log = logging.getLogger("recall.service")
 class InsertResult:
     count: int
     seconds: float
+
+
+def search_depth(query: RecallQuery) -> int:
+    """Hits per interest vector the query needs: top_k, plus its history when left out
+    (an upper bound of recall_many's figure, cheap enough to take on the event loop)."""
+    extra = max(map(len, query.histories), default=0) if query.exclude_history else 0
+    return query.top_k + extra
 
 
 class _SerialTower:
@@ -55,7 +62,9 @@ class _SerialTower:
 class RecallEngine:
     """One model and one Milvus collection, shared by all requests."""
 
-    def __init__(self, tower: UserTower, store: ItemStore, max_batch_users: int = 256):
+    def __init__(self, tower: UserTower, store: ItemStore, max_batch_users: int = 256,
+                 max_queue_users: int | None = None, queue_wait: float = 2.0,
+                 on_pass: Callable[[Sequence[Ticket], float], None] | None = None):
         self.tower = tower
         # The store connects on first use and redials after a failure, so the service
         # starts while Milvus is down and picks it up once it answers.
@@ -63,23 +72,32 @@ class RecallEngine:
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._serial_tower = _SerialTower(tower, self._model_lock)
+        self.search = store.search  # the open() path wraps it to count Milvus calls
         self.inserting = False
-        # However long the queue or however many Milvus calls a search takes (reconnect,
-        # then search, each bounded by the store's timeout), a recall caller waits at most
-        # this long (MILVUS_TIMEOUT), then gets a 503.
+        # A recall waits at most queue_wait (QUEUE_WAIT_SECONDS) for a pass to take it, then
+        # gets a 503 saying the service is overloaded; once taken, however many Milvus calls
+        # the pass makes (reconnect, then search, each bounded by the store's timeout), at
+        # most recall_deadline (MILVUS_TIMEOUT), then a 503 saying Milvus is slow.
         self.recall_deadline = store.timeout
+        self.queue_wait = queue_wait
         # Concurrent recall requests share one model pass and one search, up to
-        # max_batch_users users (MAX_BATCH_USERS keeps that within Milvus's nq limit).
+        # max_batch_users users (MAX_BATCH_USERS keeps that within Milvus's nq limit), and
+        # only with requests of a similar search depth (top_k + history to leave out).
         self._recall_batcher = MicroBatcher(
             self._answer_recalls,
             max_batch=max_batch_users,
             size_of=lambda q: len(q.histories),
+            depth_of=search_depth,
             shared_errors=(MilvusUnavailable, CollectionMissing, ModelMismatch),
             name="recall-batcher",
+            max_queued=max_queue_users,
+            max_wait=queue_wait,
+            on_pass=on_pass,
         )
 
     @classmethod
-    def open(cls, settings: Settings) -> RecallEngine:
+    def open(cls, settings: Settings,
+             on_pass: Callable[[Sequence[Ticket], float], None] | None = None) -> RecallEngine:
         """The served model (MODEL_CONFIG_PATH, EPOCH_NUM) and its Milvus collection.
 
         Raises if the model is missing, corrupt or of another VECTOR_DIMENSION.
@@ -100,7 +118,9 @@ class RecallEngine:
             # answer: user vectors of one model are never paired with another's items.
             identity=tower.identity(),
         )
-        return cls(tower, store, max_batch_users=settings.MAX_BATCH_USERS)
+        return cls(tower, store, max_batch_users=settings.MAX_BATCH_USERS,
+                   max_queue_users=settings.MAX_QUEUE_USERS,
+                   queue_wait=settings.QUEUE_WAIT_SECONDS, on_pass=on_pass)
 
     def insert_data(self) -> InsertResult:
         """Load every item embedding of the served model; the store swaps atomically."""
@@ -123,22 +143,54 @@ class RecallEngine:
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
     ) -> list[list[int]]:
         """Up to top_k item ids per user, best first (see mind.retrieval.recall_many)."""
-        future = self._recall_batcher.submit(RecallQuery(histories, top_k, exclude_history))
-        try:
-            return future.result(timeout=self.recall_deadline)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise self._late() from None
+        ticket = self._recall_batcher.submit(RecallQuery(histories, top_k, exclude_history))
+        while True:
+            try:
+                return ticket.result(timeout=self._keep_waiting(ticket))
+            except concurrent.futures.TimeoutError:
+                continue
 
     async def recall_async(
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
     ) -> list[list[int]]:
         """``recall`` for the event loop: awaits the batcher without holding a thread."""
-        future = self._recall_batcher.submit(RecallQuery(histories, top_k, exclude_history))
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.recall_deadline)
-        except TimeoutError:  # wait_for has cancelled the future (if not yet running)
-            raise self._late() from None
+        ticket = self._recall_batcher.submit(RecallQuery(histories, top_k, exclude_history))
+        waiter = asyncio.wrap_future(ticket)
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=self._keep_waiting(ticket))
+            if done:
+                return waiter.result()
+
+    def _keep_waiting(self, ticket: Ticket) -> float:
+        """Seconds to wait for ``ticket`` before checking again; raises once it is too late.
+
+        Queued past queue_wait: the service is overloaded. Queued for MILVUS_TIMEOUT behind a
+        pass running for longer, or taken and unanswered after it: Milvus is slow.
+        """
+        if ticket.done():
+            return 0
+        now = time.monotonic()
+        started = ticket.started_at
+        if started is None:
+            stuck = self._recall_batcher.pass_started
+            waited = now - ticket.queued_at
+            if (stuck is not None and min(now - stuck, waited) >= self.recall_deadline
+                    and ticket.cancel()):
+                raise self._late()
+            if waited >= self.queue_wait and ticket.cancel():
+                raise ServiceOverloaded(
+                    f"waited {waited:.1f} s for a turn (QUEUE_WAIT_SECONDS={self.queue_wait:g}); "
+                    f"{self._recall_batcher.queued_users} users queued")
+            # Taken just now, or still queued: check again at the earlier of both limits.
+            return max(0.01, min(self.queue_wait - waited, self.recall_deadline))
+        left = started + self.recall_deadline - now
+        if left <= 0:
+            raise self._late()
+        return left
+
+    @property
+    def queued_users(self) -> int:
+        return self._recall_batcher.queued_users
 
     def _late(self) -> MilvusUnavailable:
         return MilvusUnavailable(
@@ -147,7 +199,7 @@ class RecallEngine:
         )
 
     def _answer_recalls(self, queries: Sequence[RecallQuery]) -> list[list[list[int]]]:
-        return recall_many(self._serial_tower, self.store.search, queries)
+        return recall_many(self._serial_tower, self.search, queries)
 
     def count(self) -> int:
         return int(self.store.count())

@@ -2,8 +2,10 @@
 
 Client mistakes are 4xx with a message naming the field (``hist_item[1][0]: must
 be an integer, got string``); Milvus being down is 503; a state the client can
-fix (nothing inserted yet, an insert already running) is 409; anything else is a
-logged 500 carrying the request id, never a traceback.
+fix (nothing inserted yet, an insert already running) is 409; the service itself
+being overloaded (its queue full, or a request waited past QUEUE_WAIT_SECONDS) is a
+503 that says so, not Milvus; anything else is a logged 500 carrying the request id,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ _EXPECTED = {
 
 class InsertRunning(RuntimeError):
     """Another /rec/insert_data (or a drop) is changing the collection right now."""
+
+
+class ServiceOverloaded(RuntimeError):
+    """The recall queue is full or a request waited too long in it: retry later (Milvus is fine)."""
+
+    retry_after = 1  # seconds: a queue drains in a few passes
 
 
 def where(loc: tuple[Any, ...]) -> str:
@@ -119,6 +127,15 @@ def _milvus_unavailable(request: Request, exc: MilvusUnavailable) -> JSONRespons
     )
 
 
+def _overloaded(request: Request, exc: ServiceOverloaded) -> JSONResponse:
+    log.warning("overloaded during %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": f"the recall service is overloaded, try again shortly: {exc}"},
+        status_code=503,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 def _collection_missing(request: Request, exc: CollectionMissing) -> JSONResponse:
     return JSONResponse(
         {"detail": "collection is empty: call /rec/insert_data"}, status_code=409
@@ -171,6 +188,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(MilvusUnavailable, _milvus_unavailable)
+    app.add_exception_handler(ServiceOverloaded, _overloaded)
     app.add_exception_handler(CollectionMissing, _collection_missing)
     for conflict in (InsertRunning, BuildConflict, ModelMismatch):
         app.add_exception_handler(conflict, _conflict)

@@ -2,7 +2,9 @@
 
 A declared Content-Length over the limit is refused without reading a byte; a body
 without one (chunked) is read only up to the limit. Accepted bodies (at most the
-limit, 1 MiB by default) are buffered and handed on unchanged. FastAPI's own
+limit, 1 MiB by default) are buffered and handed on unchanged. A declared body of up
+to DRAIN_BYTES is read and discarded before the 413: a client such as urllib that
+sends the whole body before reading would otherwise meet a reset, not the answer. FastAPI's own
 ``max_body_size`` is not used because it answers with plain text, while every
 error of this service is JSON ``{"detail": ...}``.
 """
@@ -13,6 +15,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.asgi import HttpMiddleware
+
+
+# Beyond this a declared body is refused unread (reading 10 GB to be polite is no defence).
+DRAIN_BYTES = 64 * 1024 * 1024
 
 
 def too_large_message(limit: int) -> str:
@@ -27,6 +33,8 @@ class BodySizeLimit(HttpMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
+            if int(declared) <= DRAIN_BYTES:
+                await _discard_body(receive)
             await self._refuse(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -59,3 +67,11 @@ class BodySizeLimit(HttpMiddleware):
         response = JSONResponse({"detail": too_large_message(self.limit)}, status_code=413,
                                 headers={"Connection": "close"})
         await response(scope, receive, send)
+
+
+async def _discard_body(receive: Receive) -> None:
+    """Read the request body to its end (the protocol's BODY_TIMEOUT bounds how long)."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return

@@ -14,6 +14,7 @@ from config import Settings, SettingsError
 from itemstore import LiteFileBusy, MilvusUnavailable
 from mind.checkpoint import CheckpointError
 from mind.config import ConfigError
+from service import metrics
 from service.engine import RecallEngine
 
 log = logging.getLogger("recall.service")
@@ -39,7 +40,9 @@ def keep_python_signal_handlers() -> None:
 
 def open_engine(settings: Settings) -> RecallEngine:
     """The engine, its collection checked against its model (and loaded if AUTO_INSERT)."""
-    engine = RecallEngine.open(settings)
+    engine = RecallEngine.open(settings, on_pass=metrics.record_pass)
+    engine.search = metrics.timed_search(engine.store.search)
+    metrics.describe_model(engine.tower.identity())
     log.info("model %s epoch %s loaded", settings.MODEL_CONFIG_PATH, engine.tower.epoch)
     if not engine.store.ping():  # not fatal: requests answer 503 until Milvus is back
         log.warning("Milvus at %s is not reachable yet; answering 503 until it is",

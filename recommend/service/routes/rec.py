@@ -6,9 +6,12 @@ exception: it only queues the request for the engine's recall batcher and awaits
 the answer, so a waiting request holds no thread.
 """
 
+import json
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from config import Settings
 from service.deps import EngineDep, TokenDep
@@ -22,8 +25,19 @@ from service.schemas import (
     recall_request_model,
 )
 
+# Answers with more ids than this are written in the thread pool: a 256 x 1000 answer took
+# the event loop (and /healthz with it) for a noticeable time.
+_BIG_ANSWER_IDS = 20_000
+
+
+def _json_answer(rows: list[list[int]]) -> Response:
+    """The rows as JSON bytes (plain ints need no pydantic encoding pass)."""
+    return Response(json.dumps(rows, separators=(",", ":")), media_type="application/json")
+
+
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorResponse, "description": "Milvus is unreachable"}
+    503: {"model": ErrorResponse, "description": "Milvus is unreachable, or the service is "
+          "overloaded (the message says which; Retry-After says when to retry)"}
 }
 _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "API_TOKEN is set and the bearer token is wrong"}
@@ -68,8 +82,11 @@ def build_router(settings: Settings) -> APIRouter:
             **_UNAVAILABLE,
         },
     )
-    async def recall(body: RecallRequest, engine: EngineDep) -> list[list[int]]:  # type: ignore[valid-type]
-        return await engine.recall_async(body.hist_item, body.top_k, body.exclude_history)
+    async def recall(body: RecallRequest, engine: EngineDep) -> Response:  # type: ignore[valid-type]
+        rows = await engine.recall_async(body.hist_item, body.top_k, body.exclude_history)
+        if sum(map(len, rows)) > _BIG_ANSWER_IDS:
+            return await run_in_threadpool(_json_answer, rows)
+        return _json_answer(rows)
 
     @router.post(
         "/rec/count",
