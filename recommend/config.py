@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SERVICE_DIR = Path(__file__).resolve().parent
 
@@ -179,14 +179,6 @@ class Settings(BaseModel):
         if value and len(value) < 16:
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 16`)")
         return value
-
-    @model_validator(mode="after")
-    def _limits_fit_milvus(self) -> Settings:
-        # Every user sends its K interest vectors in one search; MIND's K is at most a few,
-        # so 4 per user is the budget that keeps a full batch under Milvus's nq limit.
-        if self.MAX_BATCH_USERS * 4 > MILVUS_MAX_NQ:
-            raise ValueError(f"MAX_BATCH_USERS * 4 interests must stay within {MILVUS_MAX_NQ}")
-        return self
 
     @property
     def milvus_uri(self) -> str:

@@ -149,7 +149,7 @@ def test_engine_answers_503_at_the_deadline_when_the_search_hangs():
 # ------------------------------------------------------------------ overload and fairness
 def test_a_full_queue_refuses_at_once_and_a_long_wait_times_out():
     from service.batcher import QueueFull, QueueTimeout
-    from service.errors import ServiceOverloaded
+    from service.domain import ServiceOverloaded
 
     gate = Gate()
     batcher = MicroBatcher(gate, max_batch=8, size_of=lambda q: q, max_queued=5, max_wait=0.2)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
-from service.errors import ServiceOverloaded
+from service.domain import ServiceOverloaded
 
 log = logging.getLogger("recall.batcher")
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from config import Settings, SettingsError
+from config import MILVUS_MAX_NQ, Settings, SettingsError
 from itemstore import CollectionMissing, ItemStore, MilvusUnavailable, ModelMismatch
 from mind.retrieval import RecallQuery, recall_many
 from mind.user_tower import UserTower
 from service.batcher import MicroBatcher, Ticket
-from service.errors import InsertRunning, ServiceOverloaded
+from service.domain import InsertRunning, ServiceOverloaded
 
 log = logging.getLogger("recall.service")
 
@@ -103,6 +103,12 @@ class RecallEngine:
         Raises if the model is missing, corrupt or of another VECTOR_DIMENSION.
         """
         tower = UserTower.load(settings.MODEL_CONFIG_PATH, settings.EPOCH_NUM)
+        if settings.MAX_BATCH_USERS * tower.num_interests > MILVUS_MAX_NQ:
+            # A full pass searches every user's K interest vectors in one request.
+            raise SettingsError(
+                f"MAX_BATCH_USERS={settings.MAX_BATCH_USERS} x {tower.num_interests} interests "
+                f"of the model exceeds Milvus's {MILVUS_MAX_NQ} query vectors per search"
+            )
         if tower.dim != settings.VECTOR_DIMENSION:
             raise SettingsError(
                 f"VECTOR_DIMENSION={settings.VECTOR_DIMENSION} but the model at "

@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from itemstore import BuildConflict, CollectionMissing, MilvusUnavailable, ModelMismatch
 from service.asgi import HttpMiddleware
+from service.domain import InsertRunning, ServiceOverloaded
 from service.request_id import request_id_of
 
 log = logging.getLogger("recall.service")
@@ -49,16 +50,6 @@ _EXPECTED = {
     "model_type": "must be a JSON object",
     "model_attributes_type": "must be a JSON object",
 }
-
-
-class InsertRunning(RuntimeError):
-    """Another /rec/insert_data (or a drop) is changing the collection right now."""
-
-
-class ServiceOverloaded(RuntimeError):
-    """The recall queue is full or a request waited too long in it: retry later (Milvus is fine)."""
-
-    retry_after = 1  # seconds: a queue drains in a few passes
 
 
 def where(loc: tuple[Any, ...]) -> str:
