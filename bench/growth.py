@@ -205,6 +205,8 @@ def main() -> None:
             common.log(f"{items:,} items: training steps and checkpoint")
             row = run_part("train", str(config))
             row["insert"] = []
+            row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            row["load_average_at_start"] = os.getloadavg()[0]
             for backend in backends:
                 uri = (str(workdir(items) / "growth.db") if backend == "lite"
                        else args.milvus_uri or server.uri)
@@ -215,8 +217,11 @@ def main() -> None:
     finally:
         if server is not None:
             server.__exit__(None, None, None)
-    result = {"machine": {"cores": os.cpu_count(), "load_average": os.getloadavg()},
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+    # Sizes measured in an earlier run (and not now) are kept, each with its own date.
+    earlier = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    rows = sorted([r for r in earlier if r["items"] not in {x["items"] for x in rows}] + rows,
+                  key=lambda r: r["items"])
+    result = {"machine": {"cores": os.cpu_count()}, "rows": rows}
     common.write_json(args.out, result)
     args.out.with_suffix(".md").write_text(markdown(rows))
     print(markdown(rows))

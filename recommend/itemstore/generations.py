@@ -282,7 +282,10 @@ class Heartbeat:
     """Keeps a build's lease fresh from a thread while the build runs."""
 
     def __init__(self, generations: Generations, generation: int) -> None:
-        self._gens, self._generation = generations, generation
+        # A connection of its own: a heartbeat that times out (Milvus Lite answers nothing
+        # while it builds an index) must not close the channel the build itself is using.
+        own = Connection(generations.conn.uri, generations.conn.token, generations.conn.timeout)
+        self._gens, self._generation = Generations(own, generations.collection), generation
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="build-heartbeat", daemon=True)
 
@@ -292,7 +295,8 @@ class Heartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=self._gens.timeout + 1)
+        self._thread.join(timeout=self._gens.slow_timeout + 1)
+        self._gens.conn.reset()
 
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
