@@ -219,3 +219,14 @@ def test_recall_with_a_zero_interest_searches_and_merges_only_the_live_one():
         # zero vector.
         assert row == [1, 2, 5, 4]
     assert all(v.shape == (1, 2) and np.any(v != 0, axis=1).all() for v in seen)
+
+
+def test_baselines_on_a_history_window_filter_the_whole_history():
+    cooc = CosineCooccurrence(SEQS, 4)
+    # Window 1 of [1, 3]: scored from item 3 alone (3's users u1, u2 also clicked 1, 2).
+    want = cooc.recommend(np.array([3]), 3).tolist()
+    assert recommend_all(cooc, [np.array([1, 3])], 3, window=1)[0].tolist() == want
+    # Served: the window scores, but the whole history (1 and 3) is left out.
+    assert recommend_all(cooc, [np.array([1, 3])], 3, exclude_history=True, window=1)[0].tolist() == [2]
+    mp = MostPopular(SEQS, 4)
+    assert recommend_all(mp, [np.array([1, 3])], 3, window=1)[0].tolist() == mp.recommend(np.array([]), 3).tolist()
