@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -95,9 +96,37 @@ def split_overrides(data_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ evaluation
-def score(lists: list[np.ndarray], data: EvalSet) -> dict[str, float]:
-    m = metrics_at(lists, data.eval_items, [TOP_N])[TOP_N]
-    return {k: m[k] for k in METRICS}
+class Planted:
+    """Synthetic data: the held-out users with 3-4 planted interests (truth.npz of the split)."""
+
+    def __init__(self, data_dir: Path, data: EvalSet):
+        t = np.load(data_dir / "truth.npz")
+        row = {int(u): i for i, u in enumerate(t["user_ids"])}
+        planted = t["user_interests"][[row[int(u)] for u in data.user_ids]]
+        self.users = np.flatnonzero((planted >= 0).sum(axis=1) >= 3)
+        self.planted = planted[self.users]
+        self.category = t["item_category"]
+
+    def coverage(self, lists: list[np.ndarray]) -> float:
+        """Mean share of a user's planted categories among the recalled items' categories."""
+        shares = []
+        for want, u in zip(self.planted, self.users):
+            items = lists[u][(lists[u] > 0) & (lists[u] < len(self.category))]
+            shares.append(np.isin(want[want >= 0], self.category[items]).mean())
+        return float(np.mean(shares))
+
+
+class Split(NamedTuple):
+    data: EvalSet
+    planted: Planted | None  # synthetic only
+
+
+def score(lists: list[np.ndarray], split: Split) -> dict[str, float]:
+    m = metrics_at(lists, split.data.eval_items, [TOP_N])[TOP_N]
+    out = {k: m[k] for k in METRICS}
+    if split.planted is not None:
+        out["coverage_3_4"] = split.planted.coverage(lists)
+    return out
 
 
 def mind_lists(tower: UserTower, data: EvalSet, merge: str, exclude: bool) -> list[np.ndarray]:
@@ -110,7 +139,7 @@ def mind_lists(tower: UserTower, data: EvalSet, merge: str, exclude: bool) -> li
     return out
 
 
-def baseline_scores(config: Config, splits: dict[str, EvalSet]) -> dict:
+def baseline_scores(config: Config, splits: dict[str, Split]) -> dict:
     """{split: {protocol: {method: metrics}}} for both baselines, window and full history."""
     hp = config.hyper_parameters
     seqs = read_train_dir(config.runner.train_data_dir, hp.item_count)
@@ -118,10 +147,10 @@ def baseline_scores(config: Config, splits: dict[str, EvalSet]) -> dict:
     for cls in (MostPopular, CosineCooccurrence):
         model = cls(seqs, hp.item_count)
         for label, window in ((f"last {hp.maxlen}", hp.maxlen), ("full history", None)):
-            for s, data in splits.items():
+            for s, split in splits.items():
                 for p, exclude in PROTOCOLS.items():
-                    lists = recommend_all(model, data.histories, TOP_N, exclude, window=window)
-                    out[s][p][f"{cls.name} ({label})"] = score(lists, data)
+                    lists = recommend_all(model, split.data.histories, TOP_N, exclude, window=window)
+                    out[s][p][f"{cls.name} ({label})"] = score(lists, split)
     return out
 
 
@@ -156,8 +185,8 @@ def mind_run(name: str, k: int, split: int, seed: int, data_dir: Path, splits, a
            "cap_binds": best == len(records) - 1 == cfg.runner.epochs - 1,
            "train_seconds": round(time.perf_counter() - t0, 1),
            "valid_curve": [r[f"valid_recall@{TOP_N}"] for r in records],
-           "scores": {s: {p: {m: score(mind_lists(tower, data, m, ex), data) for m in merges}
-                          for p, ex in PROTOCOLS.items()} for s, data in splits.items()}}
+           "scores": {s: {p: {m: score(mind_lists(tower, sp.data, m, ex), sp) for m in merges}
+                          for p, ex in PROTOCOLS.items()} for s, sp in splits.items()}}
     shutil.rmtree(run_dir, ignore_errors=True)
     log(f"[quality] {name} split {split} seed {seed} K={k}: best epoch {best} of {len(records)}; "
         + "; ".join(f"{s}/{p} R@50={v[merges[0]]['recall']:.4f}"
@@ -178,8 +207,11 @@ def run_dataset(name: str, args, log, save) -> dict:
             cfg = load_config(CONFIGS[name], [*split_overrides(data_dir), *args.override])
             ks = args.ks or list(dict.fromkeys([cfg.hyper_parameters.interest_num, 1]))
             item_count = cfg.hyper_parameters.item_count
-            splits = {s: read_eval_dir(getattr(cfg.runner, f"{s}_data_dir"), item_count)
-                      for s in split_names}
+            splits = {}
+            for s in split_names:
+                data = read_eval_dir(getattr(cfg.runner, f"{s}_data_dir"), item_count)
+                truth = (data_dir / "truth.npz").exists()
+                splits[s] = Split(data, Planted(data_dir, data) if truth else None)
             if seed == args.train_seeds[0]:
                 res["baseline_runs"].append({"split_seed": split,
                                              "scores": baseline_scores(cfg, splits)})
@@ -208,7 +240,7 @@ def summarise(res: dict, split: str) -> dict:
         table[p] = {}
         for method, runs in rows.items():
             entry = {}
-            for metric in METRICS:
+            for metric in [*METRICS, *(["coverage_3_4"] if "coverage_3_4" in runs[0] else [])]:
                 mean, ci = t_interval([r[metric] for r in runs])
                 entry[f"{metric}@{TOP_N}"] = {"mean": mean, "ci95": ci}
             table[p][method] = {**entry, "runs": runs}
@@ -234,11 +266,15 @@ def markdown(results: dict, args) -> str:
                 continue
             lines += [f"## {name}: {split}", ""]
             for p, table in res[split].items():
+                cov = "coverage_3_4" in next(iter(table.values()))["runs"][0]
+                metrics = [*METRICS, *(["coverage_3_4"] if cov else [])]
                 lines += [f"### {p} protocol ({split})", "",
-                          "| method | runs | Recall@50 | NDCG@50 | HitRate@50 |", "|---|---|---|---|---|"]
+                          "| method | runs | Recall@50 | NDCG@50 | HitRate@50 |"
+                          + (" planted coverage (3-4 interests) |" if cov else ""),
+                          "|---" * (2 + len(metrics)) + "|"]
                 for method, e in table.items():
                     lines.append(f"| {method} | {len(e['runs'])} | " + " | ".join(
-                        _cell(e[f"{m}@{TOP_N}"]) for m in METRICS) + " |")
+                        _cell(e[f"{m}@{TOP_N}"]) for m in metrics) + " |")
                 lines.append("")
         runs = res["mind_runs"]
         binds = [f"K={r['k']} split {r['split_seed']} seed {r['train_seed']}" for r in runs
@@ -263,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="epoch cap (default: the config's; early stopping usually ends first)")
     p.add_argument("--ks", nargs="+", type=int, default=None,
                    help="interest counts to train (default: the config's K, then 1)")
+    p.add_argument("--quick", action="store_true", help="= --splits 1 --seeds 1 --epochs 3")
     p.add_argument("--valid-only", action="store_true", help="never touch the test users (tuning)")
     p.add_argument("--merges", nargs="+", choices=MERGES, default=list(MERGES),
                    help="merges to evaluate for K > 1 (no retraining); the first is K=1's")
@@ -276,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="quality", help="output file stem")
     args = p.parse_args(argv)
     args.argv = argv
+    if args.quick:
+        args.splits, args.seeds, args.epochs = 1, 1, min(args.epochs or 3, 3)
     args.split_seeds = args.split_seeds or list(range(args.splits))
     args.train_seeds = [FIRST_TRAIN_SEED + i for i in range(args.seeds)]
     quiet = lambda msg: print(msg, flush=True) if msg.startswith("[quality]") else None  # noqa: E731

@@ -137,6 +137,7 @@ def test_quality_reduced_grid(tmp_path):
         for entry in table.values():
             lo, hi = entry["recall@50"]["ci95"]
             assert lo <= entry["recall@50"]["mean"] <= hi and len(entry["runs"]) == 2
-            assert set(entry) == {"recall@50", "ndcg@50", "hitrate@50", "runs"}
+            # synthetic data also has the planted-interest coverage of users with 3-4 interests
+            assert set(entry) == {"recall@50", "ndcg@50", "hitrate@50", "coverage_3_4@50", "runs"}
     assert all(r["cap_binds"] for r in syn["mind_runs"])  # 1 epoch: the cap binds, and says so
     assert "Epoch cap binds" in (tmp_path / "quality.md").read_text()
