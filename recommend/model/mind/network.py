@@ -86,6 +86,7 @@ class HyperConfig:
     # The paper's per-user K'_u = max(1, min(K, floor(log2 n))), n = real behaviours in the input
     # (after the maxlen cut). Interests beyond K'_u take no behaviour in routing, are zero vectors,
     # are left out of the label-aware attention and are never searched (mind.retrieval).
+    # PaddleRec and ComiRec: fixed K (off). Off = today's model.
     dynamic_k: bool = False
 
     @property
