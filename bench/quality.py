@@ -1,49 +1,55 @@
-"""Reproduce the MIND quality table (issue 3, "Quality to reach").
+"""The MIND quality table: MIND-K vs MIND-1 vs baselines, over split seeds and training seeds.
 
     . .venv/bin/activate
-    (cd recommend/data && sh data.sh movielens && sh data.sh synthetic)
-    python bench/quality.py                       # seeds 2024 2025, both datasets (~25 min, 2 cores)
-    python bench/quality.py --quick               # one seed, short runs: a smoke test (~3 min)
-    python bench/quality.py --datasets movielens --seeds 1 2 3
-    python bench/quality.py --datasets movielens --valid-only -o hyper_parameters.optimizer.learning_rate=0.002
+    python bench/quality.py --datasets movielens                       # 5 splits x 2 seeds x K in (4, 1)
+    python bench/quality.py --datasets movielens --splits 2 --seeds 1 --epochs 2   # reduced grid
+    python bench/quality.py --datasets movielens --ks 4 --valid-only --tag ablate_relu \
+        -o hyper_parameters.relu_layer=true                             # a variant, valid only
 
-For each dataset and seed, MIND is trained twice from the dataset's shipped config, once with the
-config's K (4 interests, the tutorial's shape) and once with K = 1 (the ablation), with the
-trainer's own early stopping on VALID Recall@50. The epoch with the best valid Recall@50 is then
-evaluated on the valid and the test users (exact inner-product search, the paper protocol: history
-not filtered), beside MostPopular and cosine item co-occurrence on the same users. The test split
-is never used for a choice.
+Protocol. For each split seed S the users are split anew (`sh data.sh <dataset> --seed S`, 8:1:1
+users, ComiRec protocol) into {work_dir}/data/<dataset>_split<S>. For each training seed, MIND is
+trained from the dataset's config with each K in --ks; the trainer's early stopping watches VALID
+Recall@50 (paper protocol) and the epoch with the best valid Recall@50 is evaluated on the TEST
+users. Nothing on test is used for a choice. Exact inner-product search.
 
-Synthetic data only: users are grouped by their number of planted interests (truth.npz); for the
-users with 3-4 planted interests we report Recall@50 and the planted-interest coverage = the share
-of the user's planted categories that appear among the categories of the 50 recalled items.
+Two protocols side by side: *paper* (history items may be recalled) and *served* (the user's
+whole history left out, what the service returns). Baselines are training-free and scored from
+the same history window as MIND (the last `maxlen` known clicks) and, labelled, from the full
+history; in *served* every method leaves out the whole history.
 
-Writes bench/results/quality.json (every figure, per seed) and bench/results/quality.md (the table,
-mean +- half the range over seeds).
+Figures: mean over runs (split seed x training seed; baselines: one run per split) and a 95%
+t-interval over those runs (mean +- t_{0.975, n-1} sd / sqrt(n)); runs of one split share its
+users, so the interval is somewhat narrow. An epoch cap binds when a run's best epoch is its last
+epoch and that is the cap: such runs are named in the report.
+
+Writes {out}/{tag}.json and {out}/{tag}.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "recommend" / "model"
+DATA_SH = ROOT / "recommend" / "data" / "data.sh"
 sys.path.insert(0, str(MODEL_DIR))
-sys.path.insert(0, str(ROOT / "recommend" / "data"))
 
 from mind.baselines import CosineCooccurrence, MostPopular, recommend_all  # noqa: E402
 from mind.config import Config, load_config  # noqa: E402
 from mind.evaluation import metrics_at  # noqa: E402
 from mind.exact_search import ExactSearch  # noqa: E402
 from mind.reader import EvalSet, read_eval_dir, read_train_dir  # noqa: E402
-from mind.retrieval import DEFAULT_MERGE, recall  # noqa: E402
+from mind.retrieval import MERGES, recall  # noqa: E402
 from mind.user_tower import UserTower  # noqa: E402
 
 import trainer  # noqa: E402
@@ -53,251 +59,278 @@ CONFIGS = {
     "synthetic": MODEL_DIR / "mind" / "config_synthetic.yaml",
 }
 TOP_N = 50
+METRICS = ("recall", "ndcg", "hitrate")
+PROTOCOLS = {"paper": False, "served": True}  # protocol -> history left out
 RESULTS = ROOT / "bench" / "results"
+FIRST_TRAIN_SEED = 2024
+# t_{0.975, df} for df = 1..30 (two-sided 95%); beyond 30 the normal 1.96 is within 2%.
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_interval(values: list[float]) -> tuple[float, list[float]]:
+    """(mean, [lo, hi]) with the 95% t-interval over the values (one value: [v, v])."""
+    a = np.asarray(values, dtype=float)
+    if len(a) < 2:
+        return float(a.mean()), [float(a.mean())] * 2
+    half = (T975[len(a) - 2] if len(a) <= 31 else 1.96) * a.std(ddof=1) / np.sqrt(len(a))
+    return float(a.mean()), [float(a.mean() - half), float(a.mean() + half)]
+
+
+# ------------------------------------------------------------------------------ data
+def prepare_split(name: str, seed: int, work: Path, data_args: list[str]) -> Path:
+    """`sh data.sh <name> --seed S --out DIR` once per split seed; returns DIR."""
+    out = work / "data" / f"{name}_split{seed}"
+    meta = out / "meta.json"
+    if meta.exists() and json.loads(meta.read_text()).get("seed") == seed:
+        return out
+    env = {**os.environ, "PYTHON": sys.executable}
+    subprocess.run(["sh", str(DATA_SH), name, "--seed", str(seed), "--out", str(out), *data_args],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    return out
+
+
+def split_overrides(data_dir: Path) -> list[str]:
+    return [f"runner.{k}_data_dir={data_dir / k}" for k in ("train", "valid", "test")]
 
 
 # ------------------------------------------------------------------------------ evaluation
-def mind_lists(tower: UserTower, data: EvalSet, top_n: int, merge: str) -> list[np.ndarray]:
+class Planted:
+    """Synthetic data: the held-out users with 3-4 planted interests (truth.npz of the split)."""
+
+    def __init__(self, data_dir: Path, data: EvalSet):
+        t = np.load(data_dir / "truth.npz")
+        row = {int(u): i for i, u in enumerate(t["user_ids"])}
+        planted = t["user_interests"][[row[int(u)] for u in data.user_ids]]
+        self.users = np.flatnonzero((planted >= 0).sum(axis=1) >= 3)
+        self.planted = planted[self.users]
+        self.category = t["item_category"]
+
+    def coverage(self, lists: list[np.ndarray]) -> float:
+        """Mean share of a user's planted categories among the recalled items' categories."""
+        shares = []
+        for want, u in zip(self.planted, self.users):
+            items = lists[u][(lists[u] > 0) & (lists[u] < len(self.category))]
+            shares.append(np.isin(want[want >= 0], self.category[items]).mean())
+        return float(np.mean(shares))
+
+
+class Split(NamedTuple):
+    data: EvalSet
+    planted: Planted | None  # synthetic only
+
+
+def score(lists: list[np.ndarray], split: Split) -> dict[str, float]:
+    m = metrics_at(lists, split.data.eval_items, [TOP_N])[TOP_N]
+    out = {k: m[k] for k in METRICS}
+    if split.planted is not None:
+        out["coverage_3_4"] = split.planted.coverage(lists)
+    return out
+
+
+def mind_lists(tower: UserTower, data: EvalSet, merge: str, exclude: bool) -> list[np.ndarray]:
     ids, vectors = tower.item_embeddings()
     search = ExactSearch(ids, vectors).search
     out: list[np.ndarray] = []
     for lo in range(0, len(data.user_ids), 256):
-        batch = data.histories[lo : lo + 256]
-        out.extend(np.asarray(r, np.int64) for r in recall(tower, search, batch, top_n, False,
-                                                              merge=merge))
+        rows = recall(tower, search, data.histories[lo : lo + 256], TOP_N, exclude, merge=merge)
+        out.extend(np.asarray(r, np.int64) for r in rows)
     return out
 
 
-def coverage(lists: list[np.ndarray], planted: np.ndarray, item_category: np.ndarray) -> np.ndarray:
-    """Per user: |planted categories among the recalled items' categories| / |planted|."""
-    out = np.zeros(len(lists))
-    for u, items in enumerate(lists):
-        want = planted[u][planted[u] >= 0]
-        got = np.unique(item_category[items[(items > 0) & (items < len(item_category))]])
-        out[u] = np.isin(want, got).mean()
+def baseline_scores(config: Config, splits: dict[str, Split]) -> dict:
+    """{split: {protocol: {method: metrics}}} for both baselines, window and full history."""
+    hp = config.hyper_parameters
+    seqs = read_train_dir(config.runner.train_data_dir, hp.item_count)
+    out: dict = {s: {p: {} for p in PROTOCOLS} for s in splits}
+    for cls in (MostPopular, CosineCooccurrence):
+        model = cls(seqs, hp.item_count)
+        for label, window in ((f"last {hp.maxlen}", hp.maxlen), ("full history", None)):
+            for s, split in splits.items():
+                for p, exclude in PROTOCOLS.items():
+                    lists = recommend_all(model, split.data.histories, TOP_N, exclude, window=window)
+                    out[s][p][f"{cls.name} ({label})"] = score(lists, split)
     return out
 
 
-class Scorer:
-    """Metrics on one split: all users, and (synthetic) the users with 3-4 planted interests."""
-
-    def __init__(self, config: Config, split: str, truth: dict | None):
-        r = config.runner
-        folder = r.valid_data_dir if split == "valid" else r.test_data_dir
-        self.data = read_eval_dir(folder, config.hyper_parameters.item_count)
-        self.truth = truth
-        self.multi = None
-        if truth is not None:
-            row = {int(u): i for i, u in enumerate(truth["user_ids"])}
-            self.planted = truth["user_interests"][[row[int(u)] for u in self.data.user_ids]]
-            n_planted = (self.planted >= 0).sum(axis=1)
-            self.multi = np.flatnonzero(n_planted >= 3)
-
-    def score(self, lists: list[np.ndarray]) -> dict:
-        d = self.data
-        out = {"all": {**metrics_at(lists, d.eval_items, [TOP_N])[TOP_N], "users": len(lists)}}
-        if self.multi is not None:
-            sub = [lists[i] for i in self.multi]
-            m = metrics_at(sub, [d.eval_items[i] for i in self.multi], [TOP_N])[TOP_N]
-            cov = coverage(sub, self.planted[self.multi], self.truth["item_category"])
-            out["planted_3_4"] = {**m, "coverage": float(cov.mean()), "users": len(sub)}
-        return out
-
-
-# ------------------------------------------------------------------------------ training
 def train_and_pick(config: Config, log) -> tuple[int, list[dict]]:
     """Train with early stopping on valid Recall@N; return (best valid epoch, epoch records)."""
     root = config.runner.model_save_path
     if root.exists():
         shutil.rmtree(root)
-    evaluate = trainer.make_valid_evaluator(config)
-    records = trainer.train(config, evaluate=evaluate, log=log)
+    records = trainer.train(config, evaluate=trainer.make_valid_evaluator(config), log=log)
     key = f"valid_recall@{config.runner.early_stopping_top_n}"
     best = max(records, key=lambda rec: (rec[key], -rec["epoch"]))
     return best["epoch"], records
 
 
-def run_dataset(name: str, args, log) -> dict:
-    truth = None
-    if name == "synthetic":
-        t = np.load(ROOT / "recommend" / "data" / "synthetic" / "truth.npz")
-        truth = {k: t[k] for k in t.files}
-    out: dict = {"runs": [], "baselines": {}}
-    splits = ["valid"] if args.valid_only else ["valid", "test"]
-    base_cfg = load_config(CONFIGS[name], args.override)
-    scorers = {s: Scorer(base_cfg, s, truth) for s in splits}
+def mind_run(name: str, k: int, split: int, seed: int, data_dir: Path, splits, args, log) -> dict:
+    """Train one MIND; its metrics per split, protocol and merge at the best valid epoch."""
+    run_dir = args.work_dir / f"{name}_k{k}_split{split}_s{seed}"
+    overrides = [*split_overrides(data_dir), *args.override, f"hyper_parameters.capsual.max_k={k}",
+                 f"runner.seed={seed}", f"runner.model_save_path={run_dir}",
+                 f"runner.infer_load_path={run_dir}", "runner.print_interval=100000"]
+    if args.epochs:
+        overrides.append(f"runner.epochs={args.epochs}")
+    cfg = load_config(CONFIGS[name], overrides)
+    if cfg.runner.early_stopping_patience == 0:
+        cfg = load_config(CONFIGS[name], [*overrides, "runner.early_stopping_patience=100"])
+    t0 = time.perf_counter()
+    best, records = train_and_pick(cfg, log)
+    tower = UserTower(cfg, best)
+    merges = args.merges if k > 1 else args.merges[:1]  # one list: every merge is the same
+    run = {"k": k, "split_seed": split, "train_seed": seed, "best_epoch": best,
+           "epochs_run": len(records), "epoch_cap": cfg.runner.epochs,
+           "cap_binds": best == len(records) - 1 == cfg.runner.epochs - 1,
+           "train_seconds": round(time.perf_counter() - t0, 1),
+           "valid_curve": [r[f"valid_recall@{TOP_N}"] for r in records],
+           "scores": {s: {p: {m: score(mind_lists(tower, sp.data, m, ex), sp) for m in merges}
+                          for p, ex in PROTOCOLS.items()} for s, sp in splits.items()}}
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log(f"[quality] {name} split {split} seed {seed} K={k}: best epoch {best} of {len(records)}; "
+        + "; ".join(f"{s}/{p} R@50={v[merges[0]]['recall']:.4f}"
+                    for s, by_p in run["scores"].items() for p, v in by_p.items()))
+    return run
 
-    train_seqs = read_train_dir(base_cfg.runner.train_data_dir, base_cfg.hyper_parameters.item_count)
-    for cls in (MostPopular, CosineCooccurrence):
-        model = cls(train_seqs, base_cfg.hyper_parameters.item_count)
-        out["baselines"][cls.name] = {
-            s: scorers[s].score(recommend_all(model, scorers[s].data.histories, TOP_N))
-            for s in splits
-        }
 
-    k_main = base_cfg.hyper_parameters.interest_num
-    for k in args.ks or dict.fromkeys([k_main, 1]):
-        for seed in args.seeds:
-            overrides = [
-                *args.override,
-                f"hyper_parameters.capsual.max_k={k}",
-                f"runner.seed={seed}",
-                f"runner.model_save_path={args.work_dir / f'{name}_k{k}_s{seed}'}",
-                f"runner.infer_load_path={args.work_dir / f'{name}_k{k}_s{seed}'}",
-                "runner.print_interval=100000",
-            ]
-            if base_cfg.runner.early_stopping_patience == 0:
-                overrides.append("runner.early_stopping_patience=100")  # log valid, never stop
-            if args.quick:
-                overrides.append(f"runner.epochs={min(base_cfg.runner.epochs, 3)}")
-            cfg = load_config(CONFIGS[name], overrides)
-            t0 = time.perf_counter()
-            best, records = train_and_pick(cfg, log)
-            assert cfg.runner.infer_load_path == cfg.runner.model_save_path
-            tower = UserTower(cfg, best)
-            run = {"k": k, "seed": seed, "best_epoch": best, "epochs_run": len(records),
-                   "train_seconds": round(time.perf_counter() - t0, 1),
-                   "valid_curve": [r[f"valid_recall@{TOP_N}"] for r in records], "merge": {}}
-            for merge in args.merges:
-                run["merge"][merge] = {
-                    s: scorers[s].score(mind_lists(tower, scorers[s].data, TOP_N, merge))
-                    for s in splits
-                }
-            log(f"[quality] {name} K={k} seed={seed} best epoch {best}: " + "; ".join(
-                f"{m}/{s} R@50={v[s]['all']['recall']:.4f}"
-                for m, v in run["merge"].items() for s in splits))
-            out["runs"].append(run)
-    return out
+def run_dataset(name: str, args, log, save) -> dict:
+    """Every run of one dataset; save(res) after each, so a cut-short grid keeps what it ran.
+
+    Training seeds are the outer loop: the first pass covers every split once."""
+    split_names = ["valid"] if args.valid_only else ["valid", "test"]
+    res: dict = {"split_seeds": args.split_seeds, "train_seeds": args.train_seeds,
+                 "baseline_runs": [], "mind_runs": []}
+    for seed in args.train_seeds:
+        for split in args.split_seeds:
+            data_dir = prepare_split(name, split, args.work_dir, args.data_arg)
+            cfg = load_config(CONFIGS[name], [*split_overrides(data_dir), *args.override])
+            ks = args.ks or list(dict.fromkeys([cfg.hyper_parameters.interest_num, 1]))
+            item_count = cfg.hyper_parameters.item_count
+            splits = {}
+            for s in split_names:
+                data = read_eval_dir(getattr(cfg.runner, f"{s}_data_dir"), item_count)
+                truth = (data_dir / "truth.npz").exists()
+                splits[s] = Split(data, Planted(data_dir, data) if truth else None)
+            if seed == args.train_seeds[0]:
+                res["baseline_runs"].append({"split_seed": split,
+                                             "scores": baseline_scores(cfg, splits)})
+            for k in ks:
+                res["mind_runs"].append(mind_run(name, k, split, seed, data_dir, splits, args, log))
+                for s in split_names:
+                    res[s] = summarise(res, s)
+                save(res)
+    return res
+
+
+def summarise(res: dict, split: str) -> dict:
+    """{protocol: {method: {"recall@50": {mean, ci95}, ..., "runs": [...]}}} on one split."""
+    table: dict = {}
+    for p in PROTOCOLS:
+        rows: dict[str, list[dict]] = {}
+        for run in res["mind_runs"]:
+            for merge, m in run["scores"][split][p].items():
+                label = f"MIND K={run['k']}" + (f" ({merge} merge)" if run["k"] > 1 else "")
+                rows.setdefault(label, []).append({"split_seed": run["split_seed"],
+                                                   "train_seed": run["train_seed"],
+                                                   "best_epoch": run["best_epoch"], **m})
+        for run in res["baseline_runs"]:
+            for method, m in run["scores"][split][p].items():
+                rows.setdefault(method, []).append({"split_seed": run["split_seed"], **m})
+        table[p] = {}
+        for method, runs in rows.items():
+            entry = {}
+            for metric in [*METRICS, *(["coverage_3_4"] if "coverage_3_4" in runs[0] else [])]:
+                mean, ci = t_interval([r[metric] for r in runs])
+                entry[f"{metric}@{TOP_N}"] = {"mean": mean, "ci95": ci}
+            table[p][method] = {**entry, "runs": runs}
+    return table
 
 
 # ------------------------------------------------------------------------------ report
-def _agg(values: list[float]) -> str:
-    a = np.asarray(values, dtype=float)
-    if len(a) == 1:
-        return f"{a[0]:.4f}"
-    return f"{a.mean():.4f} ± {(a.max() - a.min()) / 2:.4f}"
+def _cell(e: dict) -> str:
+    lo, hi = e["ci95"]
+    return f"{e['mean']:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 def markdown(results: dict, args) -> str:
-    merge = args.merges[0]
-    lines = [
-        "# MIND quality (bench/quality.py)",
-        "",
-        "Commands: " + "; ".join(f"`python bench/quality.py {c}`".replace(" `", "`")
-                                 for c in args.commands) + "  ",
-        f"Seeds {args.seeds}; MIND figures are mean ± half-range over seeds at the epoch with the "
-        f"best VALID Recall@50 (early stopping on valid); merge `{merge}`; exact search; "
-        "history not filtered (paper protocol).",
-        "",
-    ]
+    lines = ["# MIND quality (bench/quality.py)", "",
+             f"Command: `python bench/quality.py {' '.join(args.argv)}`  ",
+             f"Split seeds {args.split_seeds}, training seeds {args.train_seeds}; mean and 95% "
+             "t-interval over the runs (split x training seed; baselines: one run per split). "
+             "MIND at the epoch with the best VALID Recall@50 (paper protocol); exact search. "
+             "*paper*: history not filtered; *served*: the whole history left out.", ""]
     for name, res in results["datasets"].items():
-        splits = list(next(iter(res["baselines"].values())).keys())
-        lines += [f"## {name}", "", "| method | " + " | ".join(
-            f"{s} Recall@50 | {s} NDCG@50 | {s} HitRate@50" for s in splits) + " | best epochs |",
-                  "|---" * (1 + 3 * len(splits) + 1) + "|"]
-        ks = sorted({r["k"] for r in res["runs"]}, reverse=True)
-        for k in ks:
-            runs = [r for r in res["runs"] if r["k"] == k]
-            cells = []
-            for s in splits:
-                for metric in ("recall", "ndcg", "hitrate"):
-                    cells.append(_agg([r["merge"][merge][s]["all"][metric] for r in runs]))
-            lines.append(f"| MIND K={k} | " + " | ".join(cells) + " | "
-                         + ", ".join(str(r["best_epoch"]) for r in runs) + " |")
-        for bname, b in res["baselines"].items():
-            cells = [f"{b[s]['all'][m]:.4f}" for s in splits for m in ("recall", "ndcg", "hitrate")]
-            lines.append(f"| {bname} | " + " | ".join(cells) + " | – |")
-        lines.append("")
-        if len(args.merges) > 1:
-            lines += ["Merge of the K lists (MIND, Recall@50):", "",
-                      "| K | " + " | ".join(f"{m} {s}" for m in args.merges for s in splits) + " |",
-                      "|---" * (1 + len(args.merges) * len(splits)) + "|"]
-            for k in ks:
-                runs = [r for r in res["runs"] if r["k"] == k]
-                lines.append(f"| {k} | " + " | ".join(
-                    _agg([r["merge"][m][s]["all"]["recall"] for r in runs])
-                    for m in args.merges for s in splits) + " |")
-            lines.append("")
-        if name == "synthetic":
-            lines += ["Users with 3-4 planted interests (Recall@50; planted-interest coverage = "
-                      "share of their planted categories among the 50 recalled items' categories):",
-                      "", "| method | " + " | ".join(
-                          f"{s} users | {s} Recall@50 | {s} coverage" for s in splits) + " |",
-                      "|---" * (1 + 3 * len(splits)) + "|"]
-            for k in ks:
-                runs = [r for r in res["runs"] if r["k"] == k]
-                cells = []
-                for s in splits:
-                    p = [r["merge"][merge][s]["planted_3_4"] for r in runs]
-                    cells += [str(p[0]["users"]), _agg([x["recall"] for x in p]),
-                              _agg([x["coverage"] for x in p])]
-                lines.append(f"| MIND K={k} | " + " | ".join(cells) + " |")
-            for bname, b in res["baselines"].items():
-                cells = []
-                for s in splits:
-                    p = b[s]["planted_3_4"]
-                    cells += [str(p["users"]), f"{p['recall']:.4f}", f"{p['coverage']:.4f}"]
-                lines.append(f"| {bname} | " + " | ".join(cells) + " |")
-            lines.append("")
+        for split in ("test", "valid"):
+            if split not in res:
+                continue
+            lines += [f"## {name}: {split}", ""]
+            for p, table in res[split].items():
+                cov = "coverage_3_4" in next(iter(table.values()))["runs"][0]
+                metrics = [*METRICS, *(["coverage_3_4"] if cov else [])]
+                lines += [f"### {p} protocol ({split})", "",
+                          "| method | runs | Recall@50 | NDCG@50 | HitRate@50 |"
+                          + (" planted coverage (3-4 interests) |" if cov else ""),
+                          "|---" * (2 + len(metrics)) + "|"]
+                for method, e in table.items():
+                    lines.append(f"| {method} | {len(e['runs'])} | " + " | ".join(
+                        _cell(e[f"{m}@{TOP_N}"]) for m in metrics) + " |")
+                lines.append("")
+        runs = res["mind_runs"]
+        binds = [f"K={r['k']} split {r['split_seed']} seed {r['train_seed']}" for r in runs
+                 if r["cap_binds"]]
+        lines += ["Best valid epochs: " + ", ".join(
+            f"K={r['k']}/s{r['split_seed']}/t{r['train_seed']}: {r['best_epoch']} of "
+            f"{r['epochs_run']}" for r in runs) + ".  ",
+                  "Epoch cap binds (best epoch = last = cap): "
+                  + (", ".join(binds) if binds else "never") + ".", ""]
     return "\n".join(lines) + "\n"
-
-
-def write_outputs(results: dict, args) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.tag}.json").write_text(json.dumps(results, indent=1) + "\n")
-    md = markdown(results, args)
-    (args.out / f"{args.tag}.md").write_text(md)
-    print(md)
-    return 0
-
-
-def combine(args) -> int:
-    """Merge result files: runs are pooled per dataset; baselines (seed-free) from the first."""
-    merged: dict = {"argv": [], "seeds": [], "top_n": TOP_N, "datasets": {}}
-    for path in args.combine:
-        part = json.loads(path.read_text())
-        merged["argv"].append(part["argv"])
-        merged["seeds"] += [x for x in part["seeds"] if x not in merged["seeds"]]
-        for name, res in part["datasets"].items():
-            into = merged["datasets"].setdefault(name, {"runs": [], "baselines": res["baselines"]})
-            into["runs"] += res["runs"]
-    args.seeds = merged["seeds"]
-    args.commands = [" ".join(a) for a in merged["argv"]] + [" ".join(args.argv)]
-    return write_outputs(merged, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", choices=sorted(CONFIGS), default=["movielens", "synthetic"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[2024, 2025])
-    p.add_argument("--quick", action="store_true", help="one seed, at most 3 epochs: a smoke test")
+    p.add_argument("--datasets", nargs="+", choices=sorted(CONFIGS), default=["movielens"])
+    p.add_argument("--splits", type=int, default=5, help="split seeds 0..N-1 (data.sh --seed)")
+    p.add_argument("--split-seeds", nargs="+", type=int, default=None,
+                   help="explicit split seeds (instead of --splits)")
+    p.add_argument("--seeds", type=int, default=2, help=f"training seeds {FIRST_TRAIN_SEED}..+N-1")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epoch cap (default: the config's; early stopping usually ends first)")
     p.add_argument("--ks", nargs="+", type=int, default=None,
                    help="interest counts to train (default: the config's K, then 1)")
+    p.add_argument("--quick", action="store_true", help="= --splits 1 --seeds 1 --epochs 3")
     p.add_argument("--valid-only", action="store_true", help="never touch the test users (tuning)")
-    p.add_argument("--merges", nargs="+", default=[DEFAULT_MERGE, "round_robin"],
-                   help="merges to report; the first is the table's")
+    p.add_argument("--merges", nargs="+", choices=MERGES, default=list(MERGES),
+                   help="merges to evaluate for K > 1 (no retraining); the first is K=1's")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override applied to every run (e.g. a grid point)")
+                   help="config override applied to every run (e.g. a variant)")
+    p.add_argument("--data-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for data.sh (e.g. --data-arg=--users=300)")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/mind_quality"),
-                   help="checkpoints of the runs (deleted and rewritten)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="folder for quality.json / quality.md")
+                   help="split data and checkpoints (checkpoints are deleted after each run)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for {tag}.json / {tag}.md")
     p.add_argument("--tag", default="quality", help="output file stem")
-    p.add_argument("--combine", nargs="+", type=Path, default=None, metavar="JSON",
-                   help="no training: merge earlier result files (e.g. one per seed or dataset, "
-                        "run in parallel) into {out}/{tag}.json and .md")
     args = p.parse_args(argv)
     args.argv = argv
-    args.commands = [" ".join(argv)]
     if args.quick:
-        args.seeds = args.seeds[:1]
-    if args.combine:
-        return combine(args)
-    quiet = lambda msg: print(msg, flush=True) if msg.startswith("[quality]") or "valid_recall" in msg else None  # noqa: E731
-    results = {"argv": argv, "seeds": args.seeds, "top_n": TOP_N, "datasets": {}}
+        args.splits, args.seeds, args.epochs = 1, 1, min(args.epochs or 3, 3)
+    args.split_seeds = args.split_seeds or list(range(args.splits))
+    args.train_seeds = [FIRST_TRAIN_SEED + i for i in range(args.seeds)]
+    quiet = lambda msg: print(msg, flush=True) if msg.startswith("[quality]") else None  # noqa: E731
+    results = {"argv": argv, "top_n": TOP_N, "split_seeds": args.split_seeds,
+               "train_seeds": args.train_seeds, "datasets": {}}
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str, res: dict) -> None:
+        results["datasets"][name] = res
+        (args.out / f"{args.tag}.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.out / f"{args.tag}.md").write_text(markdown(results, args))
+
     for name in args.datasets:
-        results["datasets"][name] = run_dataset(name, args, quiet)
-    return write_outputs(results, args)
+        run_dataset(name, args, quiet, lambda res, name=name: save(name, res))
+    print((args.out / f"{args.tag}.md").read_text())
+    return 0
 
 
 if __name__ == "__main__":

@@ -101,3 +101,43 @@ def test_run_writes_results_and_targets(bench, tmp_path):
     base["train"]["samples_per_s"] *= 2
     rows = {r["metric"]: r for r in bench["run"].compare(res, base)}
     assert rows["train.samples_per_s"]["slower"] and abs(rows["train.samples_per_s"]["ratio"] - 0.5) < 1e-9
+
+
+def test_t_interval_by_hand():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import quality
+    finally:
+        sys.path.remove(str(BENCH))
+    mean, (lo, hi) = quality.t_interval([1.0, 2.0, 3.0])  # sd 1, n 3, t_{0.975,2} = 4.303
+    assert mean == 2.0 and abs(hi - 2.0 - 4.303 / np.sqrt(3)) < 1e-9 and abs(lo + hi - 4.0) < 1e-9
+    assert quality.t_interval([0.5]) == (0.5, [0.5, 0.5])
+
+
+@pytest.mark.slow
+def test_quality_reduced_grid(tmp_path):
+    """bench/quality.py on 2 tiny synthetic splits x 1 seed x K=2, 1 epoch: the JSON layout."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import quality
+    finally:
+        sys.path.remove(str(BENCH))
+    rc = quality.main(["--datasets", "synthetic", "--splits", "2", "--seeds", "1", "--epochs", "1",
+                       "--ks", "2", "--data-arg=--users=200", "--data-arg=--items=300",
+                       "-o", "runner.samples_per_epoch=256", "-o", "hyper_parameters.neg_samples=64",
+                       "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "quality.json").read_text())
+    assert res["split_seeds"] == [0, 1] and res["train_seeds"] == [2024]
+    syn = res["datasets"]["synthetic"]
+    for protocol in ("paper", "served"):
+        table = syn["test"][protocol]
+        assert {"MIND K=2 (score merge)", "MIND K=2 (slots merge)", "CosineCooccurrence (last 20)",
+                "CosineCooccurrence (full history)", "MostPopular (last 20)"} <= set(table)
+        for entry in table.values():
+            lo, hi = entry["recall@50"]["ci95"]
+            assert lo <= entry["recall@50"]["mean"] <= hi and len(entry["runs"]) == 2
+            # synthetic data also has the planted-interest coverage of users with 3-4 interests
+            assert set(entry) == {"recall@50", "ndcg@50", "hitrate@50", "coverage_3_4@50", "runs"}
+    assert all(r["cap_binds"] for r in syn["mind_runs"])  # 1 epoch: the cap binds, and says so
+    assert "Epoch cap binds" in (tmp_path / "quality.md").read_text()

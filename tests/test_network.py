@@ -165,3 +165,84 @@ def test_full_negatives_give_the_exact_full_softmax() -> None:
     logits = user.astype(np.float64) @ table[1:].T  # items 1..8: the padding row is never a class
     want = np.mean([np.log(np.exp(row).sum()) - row[t - 1] for row, t in zip(logits, target)])
     assert abs(loss - want) < 1e-5
+
+
+# ------------------------------------------------------------------ relu_layer and dynamic_k
+def test_relu_layer_equals_hand_computation_and_is_non_negative() -> None:
+    """relu(v W + c) on the routed interests: shape [B, K, H], >= 0, equal to numpy."""
+    base = tiny_model(k=2, maxlen=3, d=2, iters=2)
+    m = MIND(dataclasses.replace(base.hp, relu_layer=True))
+    m.set_state_dict(base.state_dict())  # same embeddings, S and eval logits as `base`
+    W = np.array([[1.0, -2.0], [0.5, 1.0]], np.float32)
+    c = np.array([0.1, -0.3], np.float32)
+    m.relu_linear.weight.set_value(W)  # paddle's Linear: y = x W + c, W [in, out]
+    m.relu_linear.bias.set_value(c)
+    m.eval()
+    base.eval()
+    hist = paddle.to_tensor(np.array([[1, 2, 0], [3, 0, 0]]))
+    v = base.interests(hist).numpy()  # routing alone
+    got = m.interests(hist).numpy()
+    assert got.shape == (2, 2, 2) and (got >= 0).all()
+    np.testing.assert_allclose(got, np.maximum(v @ W + c, 0.0), rtol=1e-5, atol=1e-6)
+    assert (got == 0).any() and (got > 0).any()  # this W, c really clips something
+
+
+def test_relu_layer_off_keeps_the_old_parameters() -> None:
+    """Backward compatible: without relu_layer there is no new parameter in the state dict."""
+    keys = set(tiny_model().state_dict())
+    assert not any("relu" in k for k in keys)
+
+
+@pytest.mark.parametrize("n, want", [(0, 1), (1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (7, 2),
+                                     (8, 3), (15, 3), (16, 4), (17, 4), (20, 4)])
+def test_dynamic_k_by_hand_floor_of_log2(n: int, want: int) -> None:
+    from mind.network import dynamic_interest_count
+
+    assert int(dynamic_interest_count(np.array(n), 4)) == want
+    assert int(dynamic_interest_count(np.array(n), 2)) == min(want, 2)
+    # The network counts the non-padding behaviours of its input.
+    m = MIND(dataclasses.replace(tiny_model(k=4, maxlen=20, items=30).hp, dynamic_k=True))
+    hist = np.zeros((1, 20), np.int64)
+    hist[0, 20 - n:] = np.arange(1, n + 1)
+    mask = m.interest_mask(paddle.to_tensor(hist)).numpy()[0]
+    np.testing.assert_array_equal(mask, [1.0] * want + [0.0] * (4 - want))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_masked_interests_are_zero_and_get_no_behaviour(relu: bool) -> None:
+    paddle.seed(4)
+    hp = dataclasses.replace(tiny_model(k=4, maxlen=8, d=4, items=30).hp, dynamic_k=True,
+                             relu_layer=relu)
+    m = MIND(hp)
+    hist = paddle.to_tensor(np.array([[1, 2, 3, 4, 5, 0, 0, 0], [7, 8, 0, 0, 0, 0, 0, 0]]))
+    for training in (True, False):
+        m.train(training)
+        _, w, active = m._route(hist, m.item_emb(hist))
+        np.testing.assert_array_equal(active.numpy(), [[1, 1, 0, 0], [1, 0, 0, 0]])
+        v = m.interests(hist).numpy()
+        assert (v[0, 2:] == 0).all() and (v[1, 1:] == 0).all()
+        assert np.abs(v[0, :2]).sum() > 0 and np.abs(v[1, 0]).sum() > 0
+        # Every behaviour is routed to active interests only (coupling sums to 1 over them).
+        np.testing.assert_allclose(w.numpy()[0, :2, :5].sum(axis=0), 1.0, atol=1e-6)
+        assert (w.numpy()[0, 2:] == 0).all() and (w.numpy()[1, 1:] == 0).all()
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_masked_interest_gets_no_attention_even_when_closest(hard: bool) -> None:
+    caps = paddle.to_tensor(np.array([[[1.0, 0.0], [0.0, 3.0]]], np.float32))
+    target = paddle.to_tensor(np.array([[0.1, 1.0]], np.float32))  # interest 1 is closest
+    m = MIND(HyperConfig(item_count=5, embedding_dim=2, hidden_size=2, hard_readout=hard))
+    active = paddle.to_tensor(np.array([[1.0, 0.0]], np.float32))
+    np.testing.assert_allclose(m.label_aware_attention(caps, target, active).numpy(), [[1.0, 0.0]])
+
+
+def test_dynamic_k_training_step_is_finite() -> None:
+    paddle.seed(1)
+    m = MIND(dataclasses.replace(tiny_model(k=4, maxlen=6, d=4, items=30).hp, dynamic_k=True,
+                                 relu_layer=True))
+    m.train()
+    loss = m(paddle.to_tensor(np.array([[1, 2, 0, 0, 0, 0], [3, 4, 5, 6, 7, 8]])),
+             paddle.to_tensor(np.array([9, 10])))
+    loss.backward()
+    assert np.isfinite(float(loss))
+    assert np.isfinite(m.bilinear.grad.numpy()).all()

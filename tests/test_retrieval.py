@@ -92,7 +92,9 @@ def test_recall_many_answers_each_query_as_if_alone():
         RecallQuery([[99]], top_k=3),
     ]
     together = recall_many(tower, search, queries)
-    assert calls == [(2 * 4, 5)]  # one search: 4 users x 2 interests, limit 5
+    # One search, limit 5, of the 5 non-zero interests of 4 users: [4] has no "x" interest and
+    # [99] none at all; zero vectors (masked interests) are never searched.
+    assert calls == [(5, 5)]
     alone = [recall(tower, exact_search(tower.items), q.histories, q.top_k, q.exclude_history)
              for q in queries]
     assert together == alone
@@ -163,3 +165,68 @@ def test_recall_round_robin_gives_each_interest_a_place():
     pooled = recall(tower, search, [[1, 3]], top_k=3, exclude_history=False)
     rr = recall(tower, search, [[1, 3]], top_k=3, exclude_history=False, merge="round_robin")
     assert pooled == [[1, 2, 5]] and rr == [[1, 3, 2]]
+
+
+def test_slot_quotas_by_hand():
+    from mind.retrieval import slot_quotas
+
+    assert slot_quotas(np.array([1, 1, 1, 1]), 50).tolist() == [13, 13, 12, 12]
+    assert slot_quotas(np.array([1, 1, 0, 0]), 5).tolist() == [3, 2, 0, 0]
+    assert slot_quotas(np.array([3.0, 1.0]), 10).tolist() == [8, 2]  # 7.5, 2.5: tie -> lower k
+    assert slot_quotas(np.array([0.0, 0.0]), 4).tolist() == [0, 0]
+
+
+def test_slots_merge_by_hand():
+    # K=2 lists of 4 hits. Interest 0 scores far above interest 1: the pooled score merge gives
+    # it every place; slots give each interest 2 of the 4, dedupe and history rules still apply.
+    ids = np.array([[1, 2, 3, 4, 5, 2, 6, 7]])
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1]], np.float32)
+    assert merge_hits(ids, scores, 4)[0].tolist() == [1, 2, 3, 4]
+    # Interest 0 takes 1, 2; interest 1 takes 5, then 2 is taken already, so 6. By score:
+    assert merge_hits(ids, scores, 4, strategy="slots", lists=2)[0].tolist() == [1, 2, 5, 6]
+    # History 1 left out: interest 0 takes 2, 3.
+    assert merge_hits(ids, scores, 4, exclude=[np.array([1])], strategy="slots",
+                      lists=2)[0].tolist() == [2, 3, 5, 6]
+    # Shares 3:1 of 4 places: 3 for interest 0, 1 for interest 1.
+    assert merge_hits(ids, scores, 4, strategy="slots", lists=2,
+                      shares=np.array([[3.0, 1.0]]))[0].tolist() == [1, 2, 3, 5]
+    # An interest short of hits: its free places go to the best remaining pooled hits.
+    short = np.array([[1, 2, 3, 4, 5, -1, -1, -1]])
+    assert merge_hits(short, scores, 4, strategy="slots", lists=2)[0].tolist() == [1, 2, 3, 5]
+
+
+@pytest.mark.parametrize("strategy", ["score", "round_robin", "slots", "slots_norm"])
+def test_masked_interest_never_contributes(strategy):
+    # Interest 1 is masked: its hits (8, 9, with the highest scores) never appear.
+    ids = np.array([[1, 2, 3, 8, 9, 1]])
+    scores = np.array([[0.5, 0.4, 0.3, 9.0, 8.0, 7.0]], np.float32)
+    (row,) = merge_hits(ids, scores, 3, strategy=strategy, lists=2,
+                        active=np.array([[True, False]]))
+    assert row.tolist() == [1, 2, 3]
+
+
+def test_recall_with_a_zero_interest_searches_and_merges_only_the_live_one():
+    tower = TinyTower()
+    seen = []
+
+    def search(vectors, k):
+        seen.append(vectors.copy())
+        return exact_search(tower.items)(vectors, k)
+
+    for merge in ("score", "slots", "slots_norm", "round_robin"):
+        (row,) = recall(tower, search, [[1]], top_k=4, exclude_history=False, merge=merge)
+        # Only the "x" interest [1, 0] exists: items by x . e, never the score-0 ties (3) of a
+        # zero vector.
+        assert row == [1, 2, 5, 4]
+    assert all(v.shape == (1, 2) and np.any(v != 0, axis=1).all() for v in seen)
+
+
+def test_baselines_on_a_history_window_filter_the_whole_history():
+    cooc = CosineCooccurrence(SEQS, 4)
+    # Window 1 of [1, 3]: scored from item 3 alone (3's users u1, u2 also clicked 1, 2).
+    want = cooc.recommend(np.array([3]), 3).tolist()
+    assert recommend_all(cooc, [np.array([1, 3])], 3, window=1)[0].tolist() == want
+    # Served: the window scores, but the whole history (1 and 3) is left out.
+    assert recommend_all(cooc, [np.array([1, 3])], 3, exclude_history=True, window=1)[0].tolist() == [2]
+    mp = MostPopular(SEQS, 4)
+    assert recommend_all(mp, [np.array([1, 3])], 3, window=1)[0].tolist() == mp.recommend(np.array([]), 3).tolist()

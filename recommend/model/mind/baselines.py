@@ -45,7 +45,11 @@ class MostPopular:
     name = "MostPopular"
 
     def __init__(self, sequences: dict[int, np.ndarray], item_count: int):
+        self.item_count = item_count
         self.counts = click_counts(sequences, item_count).astype(np.float64)
+
+    def scores(self, history: np.ndarray) -> np.ndarray:
+        return self.counts
 
     def recommend(self, history: np.ndarray, n: int, exclude_history: bool = False) -> np.ndarray:
         return top_items(self.counts, n, history if exclude_history else None)
@@ -104,6 +108,16 @@ def recommend_all(
     histories: Sequence[np.ndarray],
     n: int,
     exclude_history: bool = False,
+    window: int | None = None,
 ) -> list[np.ndarray]:
-    """One top-n list per history."""
-    return [model.recommend(np.asarray(h, np.int64), n, exclude_history) for h in histories]
+    """One top-n list per history. window: score from the last `window` known clicks only (what
+    MIND sees, maxlen); the history filter still leaves out the whole history."""
+    out = []
+    for h in histories:
+        h = np.asarray(h, np.int64)
+        if window is None:
+            out.append(model.recommend(h, n, exclude_history))
+            continue
+        known = h[(h > 0) & (h < model.item_count)]
+        out.append(top_items(model.scores(known[-window:]), n, h if exclude_history else None))
+    return out

@@ -6,6 +6,9 @@ Unlike PaddleRec's flat string-key lookups with silent defaults, every key is ch
 or misspelt key, a wrong type or an out-of-range value is a ConfigError that names the key.
 
     cfg = load_config("mind/config.yaml", overrides=("runner.epochs=3",))
+
+The hyper_parameters keys are the fields of mind.network.HyperConfig, each commented there
+(relu_layer, dynamic_k: with PaddleRec's, ComiRec's and the paper's choice).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ Where we differ from PaddleRec's models/recall/mind/net.py (on purpose):
   (PaddleRec only adds -2^32 to the logits, which with a softmax over K does not remove them).
 - b is updated by the plain agreement v_k . u_j, as in the paper and ComiRec (no re-normalisation).
 - The target logit gets no log-Q correction (see sampled_softmax.py).
+- relu_layer (PaddleRec's dense + ReLU after routing) and dynamic_k (the paper's K'_u) are
+  switchable and off by default; with them off the network and its checkpoints are unchanged.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ class HyperConfig:
     # term in the partition sum is weighted by exp(beta * s_j) (s_j = readout . e_j, no gradient
     # through the weight), self-normalised over the sample. 0 = plain (sampled) softmax.
     hard_neg_beta: float = 0.0
+    # Dense layer + ReLU on every interest after routing (PaddleRec's relu_layer; ComiRec turns it
+    # on for Book only; the paper has ReLU layers after the capsules). Off = today's model.
+    relu_layer: bool = False
+    # The paper's per-user K'_u = max(1, min(K, floor(log2 n))), n = real behaviours in the input
+    # (after the maxlen cut). Interests beyond K'_u take no behaviour in routing, are zero vectors,
+    # are left out of the label-aware attention and are never searched (mind.retrieval).
+    # PaddleRec and ComiRec: fixed K (off). Off = today's model.
+    dynamic_k: bool = False
 
     @property
     def interest_num(self) -> int:
@@ -106,6 +116,18 @@ def signed_pow(x: paddle.Tensor, p: float) -> paddle.Tensor:
     if p == 1.0:
         return x
     return paddle.sign(x) * paddle.pow(paddle.abs(x), p)
+
+
+def dynamic_interest_count(lengths: np.ndarray | paddle.Tensor, k: int):
+    """K'_u = max(1, min(k, floor(log2 n))) per user, n = non-padding behaviours (0 -> 1).
+
+    Floor, exactly in integers: floor(log2 n) >= j  <=>  n >= 2^j, so K'_u = 1 + #{j in 2..k : n >= 2^j}.
+    (The paper writes log2 without a rounding; floor keeps K'_u <= log2 n.)
+    """
+    out = 1
+    for j in range(2, k + 1):
+        out = out + (lengths >= 2**j).astype("int64")
+    return out
 
 
 class MIND(nn.Layer):
@@ -140,6 +162,9 @@ class MIND(nn.Layer):
         rng = np.random.default_rng(EVAL_ROUTING_SEED)
         b0 = rng.normal(0.0, hp.capsual.init_std, size=(1, k, lmax)).astype("float32")
         self.register_buffer("eval_routing_logits", paddle.to_tensor(b0), persistable=True)
+        if hp.relu_layer:
+            # Created only when on, so checkpoints of the model without it load unchanged.
+            self.relu_linear = nn.Linear(h, h)
         self.sampler = LogUniformSampler(n)
         # (rank, world size) of data-parallel training, where a forward() sees this rank's
         # contiguous 1/world of the global batch; (0, 1) = one process.
@@ -166,15 +191,31 @@ class MIND(nn.Layer):
             b = self.eval_routing_logits.expand([batch, k, self.hp.maxlen])
         return b[:, :, :length]
 
+    def interest_mask(self, hist: paddle.Tensor) -> paddle.Tensor | None:
+        """float [B, K]: 1 for the user's first K'_u interests, 0 beyond; None without dynamic_k."""
+        if not self.hp.dynamic_k:
+            return None
+        k = self.hp.capsual.max_k
+        k_u = dynamic_interest_count((hist != 0).astype("int64").sum(axis=1), k)  # [B]
+        return (paddle.arange(k, dtype="int64").unsqueeze(0) < k_u.unsqueeze(1)).astype("float32")
+
     def _route(
         self, hist: paddle.Tensor, hist_emb: paddle.Tensor
-    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+    ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor | None]:
         """B2I dynamic routing: hist int64 [B, L], hist_emb [B, L, D] ->
-        (interests [B, K, H], last coupling coefficients [B, K, L])."""
+        (interests [B, K, H], last coupling coefficients [B, K, L], interest mask [B, K] or None).
+
+        With dynamic_k the coupling softmax runs over the first K'_u interests only (the paper
+        routes into K'_u capsules), so the others get no behaviour and stay exactly 0.
+        """
         batch, length = hist.shape[0], hist.shape[1]
         u = paddle.matmul(hist_emb, self.bilinear)  # [B, L, H]
         mask = (hist != 0).astype(u.dtype).unsqueeze(1)  # [B, 1, L]
         b = self._routing_logits(batch, length)
+        active = self.interest_mask(hist)
+        if active is not None:
+            # Paddle's softmax clips logits at max - 64 (exp = 1.6e-28, not 0): mask, then multiply.
+            b = b - (1.0 - active.unsqueeze(2)) * 1e9
         iters = self.hp.capsual.iters
         for it in range(iters):
             last = it == iters - 1
@@ -185,15 +226,22 @@ class MIND(nn.Layer):
             # Coupling: softmax over the K interests (axis 1) for each behaviour, then padded
             # behaviours are zeroed so they contribute to no interest at all.
             w = F.softmax(b, axis=1) * mask  # [B, K, L]
+            if active is not None:
+                w = w * active.unsqueeze(2)
             v = squash(paddle.matmul(w, u_it))  # [B, K, H]
             if not last:
                 b = b + paddle.matmul(v, u_it, transpose_y=True)  # agreement v_k . u_j
-        return v, w
+        if self.hp.relu_layer:
+            v = F.relu(self.relu_linear(v))
+        if active is not None:
+            v = v * active.unsqueeze(2)  # relu(bias) of an empty capsule is not 0: zero it again
+        return v, w, active
 
     def interests(self, hist: paddle.Tensor) -> paddle.Tensor:
         """hist int64 [B, L] (0 = padding, L <= maxlen) -> K interest vectors [B, K, H].
 
-        A history without real items gives K zero vectors.
+        A history without real items gives K zero vectors (without relu_layer); with dynamic_k
+        the interests beyond K'_u are zero vectors, and a zero vector means "no interest".
         """
         return self._route(hist, self.item_emb(hist))[0]
 
@@ -202,18 +250,25 @@ class MIND(nn.Layer):
         return self._route(hist, self.item_emb(hist))[1]
 
     # ---------------------------------------------------------------- training
-    def label_aware_attention(self, caps: paddle.Tensor, target_emb: paddle.Tensor) -> paddle.Tensor:
+    def label_aware_attention(
+        self, caps: paddle.Tensor, target_emb: paddle.Tensor, active: paddle.Tensor | None = None
+    ) -> paddle.Tensor:
         """User vector = sum_k softmax_k(signed_pow(v_k . e_t, pow_p)) v_k; caps [B, K, H].
 
         With hp.hard_readout the weights are one-hot on argmax_k v_k . e_t (ComiRec): the
         gradient then reaches only the chosen interest (and the target through the choice's
-        inner product, not through the choice itself).
+        inner product, not through the choice itself). active [B, K] (dynamic_k): interests
+        with 0 get weight exactly 0 in both readouts.
         """
-        scores = paddle.sum(caps * target_emb.unsqueeze(1), axis=-1)  # [B, K]
+        scores = signed_pow(paddle.sum(caps * target_emb.unsqueeze(1), axis=-1), self.hp.pow_p)
+        if active is not None:
+            scores = scores - (1.0 - active) * 1e9
         if self.hp.hard_readout:
             weights = F.one_hot(paddle.argmax(scores, axis=1), caps.shape[1]).astype(caps.dtype)
         else:
-            weights = F.softmax(signed_pow(scores, self.hp.pow_p), axis=1)
+            weights = F.softmax(scores, axis=1)
+        if active is not None:
+            weights = weights * active  # exactly 0 (see _route on paddle's softmax clipping)
         return paddle.sum(caps * weights.unsqueeze(-1), axis=1)
 
     def _negatives(self) -> tuple[paddle.Tensor, paddle.Tensor]:
@@ -237,7 +292,8 @@ class MIND(nn.Layer):
         hist_emb = emb[: batch * length].reshape([batch, length, -1])
         target_emb = emb[batch * length : batch * length + batch]
         neg_emb = emb[batch * length + batch :]
-        user = self.label_aware_attention(self._route(hist, hist_emb)[0], target_emb)
+        caps, _, active = self._route(hist, hist_emb)
+        user = self.label_aware_attention(caps, target_emb, active)
         return sampled_softmax_loss(user, target_emb, target.reshape([-1]), neg, neg_emb, log_q,
                                     hard_neg_beta=self.hp.hard_neg_beta)
 

@@ -12,6 +12,14 @@ Merge strategies (``MERGES``):
   vectors to interests that gathered more behaviours) can fill the whole list.
 - "round_robin": take each list's 1st hit, then each list's 2nd hit, ...
   (inside one round, by score): every interest gets about n/K places.
+- "slots": each active interest gets a share of the n places (largest remainder of n/K'),
+  filled with its own best unseen hits; places an interest cannot fill go to the best
+  remaining pooled hits; the chosen items are listed by score. "slots_norm": shares in
+  proportion to the interest vectors' norms (squash makes an interest longer the more
+  behaviour mass routing gave it). Cutting a slots list at m < n is not the slots list of m.
+
+Masked interests: a zero interest vector (dynamic_k beyond K'_u, or an empty capsule) scores
+every item 0, so it is never searched and none of its hits is ever merged.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import numpy as np
 # Milvus rejects a per-vector limit above 16,384.
 MAX_SEARCH_K = 16384
 
-MERGES = ("score", "round_robin")
+MERGES = ("score", "round_robin", "slots", "slots_norm")
 DEFAULT_MERGE = "score"
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -52,6 +60,8 @@ def merge_hits(
     exclude: Sequence[np.ndarray] | None = None,
     strategy: str = DEFAULT_MERGE,
     lists: int = 1,
+    active: np.ndarray | None = None,
+    shares: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Merge each user's hits into one list: unique, valid, cut to ``top_n``.
 
@@ -62,6 +72,8 @@ def merge_hits(
     strategy: "score" = best score first over the pooled hits; "round_robin" = by rank inside
     the hit's own block first, then by score (see the module docstring).
     Ids <= 0 are dropped: 0 is padding and -1 is the filler for "no hit".
+    active: [U, K] bool, False = a masked interest whose block is dropped whatever it holds.
+    shares: [U, K] non-negative slot weights for "slots"/"slots_norm" (default: equal).
     Ties keep the order of the input (stable sort).
     """
     if ids.shape != scores.shape or ids.ndim != 2:
@@ -71,18 +83,17 @@ def merge_hits(
     users, width = ids.shape
     if users == 0:
         return []
+    if (strategy != "score" or active is not None) and (lists < 1 or width % lists):
+        raise ValueError(f"{width} hits per user do not split into {lists} lists")
+    if active is not None:
+        dead = np.repeat(~np.asarray(active, bool).reshape(users, lists), width // lists, axis=1)
+        ids = np.where(dead, -1, ids)
+    if strategy in ("slots", "slots_norm"):
+        return _merge_slots(ids, scores, top_n, exclude, lists, active, shares)
     if strategy == "score":
         order = np.argsort(-scores, axis=1, kind="stable")
     else:
-        if lists < 1 or width % lists:
-            raise ValueError(f"{width} hits per user do not split into {lists} lists")
-        n = width // lists
-        blocks = scores.reshape(users, lists, n)
-        # Rank of each hit inside its own list (0 = that interest's best hit).
-        within = np.argsort(-blocks, axis=2, kind="stable")
-        rank = np.empty_like(within)
-        np.put_along_axis(rank, within, np.arange(n)[None, None, :], axis=2)
-        rank = rank.reshape(users, width)
+        rank = _rank_in_list(scores, lists)
         order = np.array([np.lexsort((-scores[u], rank[u])) for u in range(users)],
                          dtype=np.int64).reshape(users, width)
     ranked = np.take_along_axis(ids, order, axis=1)
@@ -110,6 +121,62 @@ def merge_hits(
 
     keep &= np.cumsum(keep, axis=1) <= top_n
     return [ranked[u][keep[u]] for u in range(users)]
+
+
+def _rank_in_list(scores: np.ndarray, lists: int) -> np.ndarray:
+    """[U, M]: each hit's rank inside its own list of M/lists hits (0 = that list's best)."""
+    users, width = scores.shape
+    n = width // lists
+    within = np.argsort(-scores.reshape(users, lists, n), axis=2, kind="stable")
+    rank = np.empty_like(within)
+    np.put_along_axis(rank, within, np.arange(n)[None, None, :], axis=2)
+    return rank.reshape(users, width)
+
+
+def slot_quotas(shares: np.ndarray, top_n: int) -> np.ndarray:
+    """int [K]: top_n places split in proportion to shares (largest remainder; ties: lower k)."""
+    w = np.asarray(shares, np.float64)
+    if w.sum() <= 0:
+        return np.zeros(len(w), np.int64)
+    exact = top_n * w / w.sum()
+    quota = np.floor(exact).astype(np.int64)
+    extra = np.argsort(-(exact - quota), kind="stable")[: top_n - int(quota.sum())]
+    quota[extra] += 1
+    return quota
+
+
+def _merge_slots(ids, scores, top_n, exclude, lists, active, shares) -> list[np.ndarray]:
+    """The "slots" merge of merge_hits, one user at a time (K small, lists short)."""
+    users, width = ids.shape
+    n = width // lists
+    if shares is None:
+        shares = np.ones((users, lists)) if active is None else np.asarray(active, np.float64)
+    rank = _rank_in_list(scores, lists).reshape(users, lists, n)
+    out = []
+    for u in range(users):
+        banned = set() if exclude is None else set(np.asarray(exclude[u]).tolist())
+        chosen: dict[int, float] = {}  # id -> score, in the order taken
+        blocks = ids[u].reshape(lists, n), scores[u].reshape(lists, n)
+        for k, quota in enumerate(slot_quotas(shares[u], top_n)):
+            taken = 0
+            for j in np.argsort(rank[u, k], kind="stable"):
+                if taken == quota:
+                    break
+                item = int(blocks[0][k, j])
+                if item > 0 and item not in banned and item not in chosen:
+                    chosen[item] = float(blocks[1][k, j])
+                    taken += 1
+        # Places an interest could not fill: the best remaining hits of every active list.
+        for j in np.argsort(-scores[u], kind="stable"):
+            if len(chosen) >= top_n:
+                break
+            item = int(ids[u, j])
+            if item > 0 and item not in banned and item not in chosen:
+                chosen[item] = float(scores[u, j])
+        items = np.fromiter(chosen, np.int64, len(chosen))
+        best = np.fromiter(chosen.values(), np.float64, len(chosen))
+        out.append(items[np.argsort(-best, kind="stable")][:top_n])
+    return out
 
 
 @dataclass(frozen=True)
@@ -170,8 +237,10 @@ def recall_many(
     vectors = tower.interests(histories)  # [B, K, D]
     users, k, dim = vectors.shape
     t1 = time.perf_counter()
-    ids, scores = search(vectors.reshape(users * k, dim).astype(np.float32), per_vector)
+    ids, scores = search_active(search, vectors, per_vector)
     t2 = time.perf_counter()
+    active = np.any(vectors != 0, axis=2)  # [B, K]: a zero vector is a masked interest
+    shares = np.linalg.norm(vectors, axis=2) if merge == "slots_norm" else None
     # One merge for every user of every query (a call per query costs more than the merge),
     # to the largest top_k; each row is then cut to its own query's top_k.
     exclude = None
@@ -180,7 +249,8 @@ def recall_many(
         exclude = [h if q.exclude_history else nothing
                    for q, q_known in zip(queries, known) for h in q_known]
     merged = merge_hits(ids.reshape(users, -1), scores.reshape(users, -1),
-                        max(q.top_k for q in queries), exclude, strategy=merge, lists=k)
+                        max(q.top_k for q in queries), exclude, strategy=merge, lists=k,
+                        active=active, shares=shares)
     answers: list[list[list[int]]] = []
     rows = iter(zip(merged, (h for q_known in known for h in q_known)))
     for q in queries:
@@ -193,6 +263,24 @@ def recall_many(
         for name, seconds in (("tower", t1 - t0), ("search", t2 - t1), ("merge", t3 - t2)):
             timings[name] = timings.get(name, 0.0) + seconds
     return answers
+
+
+def search_active(search: SearchFn, vectors: np.ndarray, per_vector: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Search only the non-zero interest vectors of [B, K, D]; masked rows get no hit (-1, -inf).
+
+    Returns ids, scores [B*K, per_vector], the layout one search of every vector would give."""
+    users, k, dim = vectors.shape
+    flat = vectors.reshape(users * k, dim).astype(np.float32)
+    live = np.flatnonzero(np.any(flat != 0, axis=1))
+    ids = np.full((users * k, per_vector), -1, np.int64)
+    scores = np.full((users * k, per_vector), -np.inf, np.float32)
+    if len(live):
+        got_ids, got_scores = search(flat[live], per_vector)
+        width = min(per_vector, np.asarray(got_ids).shape[1])
+        ids[live, :width] = np.asarray(got_ids)[:, :width]
+        scores[live, :width] = np.asarray(got_scores)[:, :width]
+    return ids, scores
 
 
 def _history_extra(known: Sequence[np.ndarray], exclude_history: bool) -> int:
