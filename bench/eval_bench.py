@@ -1,7 +1,7 @@
 """Evaluation speed: users/s of infer.py's path, split tower / search / merge / metrics, per backend.
 
 infer.py's own functions do the work (infer.make_search loads the items into the backend,
-mind.evaluation.evaluate_tower recalls and scores). The held-out users are cut into chunks; each
+evaluation.evaluate.evaluate_tower recalls and scores). The held-out users are cut into chunks; each
 chunk is evaluated end to end and then its interest vectors (computed beforehand, untimed) are
 searched raw, batch by batch as infer does, so the two are measured side by side under the same
 load. Reported: medians over chunks and the median per-chunk ratio end-to-end / raw search.
@@ -36,7 +36,7 @@ def _chunks(data, size: int):
 def bench_backend(backend: str, tower, config, data, profile: Profile,
                   server_uri: str | None) -> dict[str, Any]:
     import infer
-    from mind.evaluation import evaluate_tower
+    from evaluation.evaluate import evaluate_tower
 
     bs = config.runner.infer_batch_size
     uri = "" if backend == "exact" else common.backend_uri(backend, "eval", server_uri)

@@ -80,7 +80,7 @@ def peak_rss_mb() -> float:
 def part_train(config_path: Path) -> dict[str, Any]:
     import paddle
     import trainer
-    from mind.baselines import click_counts
+    from evaluation.baselines import click_counts
     from mind.checkpoint import save_checkpoint
     from mind.config import load_config
     from mind.network import MIND
@@ -124,7 +124,7 @@ def part_train(config_path: Path) -> dict[str, Any]:
 
 def part_insert(config_path: Path, backend: str, uri: str) -> dict[str, Any]:
     from itemstore import ItemStore
-    from mind.exact_search import ExactSearch
+    from evaluation.exact_search import ExactSearch
     from mind.reader import read_eval_dir
     from mind.user_tower import UserTower
 

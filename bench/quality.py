@@ -44,10 +44,10 @@ MODEL_DIR = ROOT / "recommend" / "model"
 DATA_SH = ROOT / "recommend" / "data" / "data.sh"
 sys.path.insert(0, str(MODEL_DIR))
 
-from mind.baselines import CosineCooccurrence, MostPopular, recommend_all  # noqa: E402
+from evaluation.baselines import CosineCooccurrence, MostPopular, recommend_all  # noqa: E402
 from mind.config import Config, load_config  # noqa: E402
-from mind.evaluation import metrics_at  # noqa: E402
-from mind.exact_search import ExactSearch  # noqa: E402
+from evaluation.evaluate import metrics_at  # noqa: E402
+from evaluation.exact_search import ExactSearch  # noqa: E402
 from mind.reader import EvalSet, read_eval_dir, read_train_dir  # noqa: E402
 from mind.retrieval import MERGES, recall  # noqa: E402
 from mind.user_tower import UserTower  # noqa: E402

@@ -3,7 +3,7 @@ and recall of each backend's default index against exact search, for the model's
 embeddings and the interest vectors of held-out users.
 
 Backends: Milvus Lite and the Milvus server through itemstore.ItemStore (the class the
-service and infer.py use), and the in-process limits: exact numpy search (mind.exact_search)
+service and infer.py use), and the in-process limits: exact numpy search (evaluation.exact_search)
 and a faiss IVF index (when faiss-cpu is installed: bench/requirements.txt).
 
     python bench/store_bench.py [--profile quick] [--backends lite,server] [--milvus-uri URI]
@@ -49,7 +49,7 @@ class FaissIVF:
 
 def in_process_limits(ids: np.ndarray, vectors: np.ndarray) -> dict[str, Any]:
     """name -> object with .search: exact numpy, and faiss IVF if importable."""
-    from mind.exact_search import ExactSearch
+    from evaluation.exact_search import ExactSearch
 
     out: dict[str, Any] = {"exact_numpy": ExactSearch(ids, vectors)}
     try:

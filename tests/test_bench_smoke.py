@@ -39,7 +39,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_exact_search_block_selection_matches_brute_force():
-    from mind.exact_search import ExactSearch
+    from evaluation.exact_search import ExactSearch
 
     rng = np.random.default_rng(3)
     for n, nq, k in [(5000, 7, 50), (1000, 3, 200), (40, 2, 50), (33, 4, 33), (70, 3, 65)]:

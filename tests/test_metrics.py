@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mind.metrics import hit_matrix, per_user_metrics, topn_metrics
+from evaluation.metrics import hit_matrix, per_user_metrics, topn_metrics
 
 L3 = 1 / math.log2(3)  # discount of rank 2
 L4 = 1 / math.log2(4)  # discount of rank 3 (= 0.5)

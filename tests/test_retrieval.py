@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mind.baselines import CosineCooccurrence, MostPopular, recommend_all
+from evaluation.baselines import CosineCooccurrence, MostPopular, recommend_all
 from mind.retrieval import RecallQuery, merge_hits, recall, recall_many
 
 

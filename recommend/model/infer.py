@@ -29,8 +29,8 @@ from pathlib import Path
 from mind import cli
 from mind.checkpoint import CheckpointError, list_epochs
 from mind.config import Config, ConfigError, load_config
-from mind.evaluation import EvalResult, evaluate_baselines, evaluate_tower
-from mind.exact_search import ExactSearch
+from evaluation.evaluate import EvalResult, evaluate_baselines, evaluate_tower
+from evaluation.exact_search import ExactSearch
 from mind.reader import read_eval_dir, read_train_dir
 from mind.user_tower import UserTower
 

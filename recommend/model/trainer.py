@@ -43,7 +43,7 @@ import mind  # noqa: F401  (first: its __init__ silences paddle's "No ccache fou
 import paddle
 
 from mind import cli
-from mind.baselines import click_counts
+from evaluation.baselines import click_counts
 from mind.checkpoint import (
     LOG_FILE,
     PLOT_FILE,
@@ -120,8 +120,8 @@ def make_valid_evaluator(config: Config) -> Evaluator:
     Reads the checkpoint the trainer has just written (UserTower is the serving wrapper), so the
     number is the one infer.py would report for that epoch on the valid users.
     """
-    from mind.evaluation import evaluate_tower
-    from mind.exact_search import ExactSearch
+    from evaluation.evaluate import evaluate_tower
+    from evaluation.exact_search import ExactSearch
     from mind.user_tower import UserTower
 
     r = config.runner

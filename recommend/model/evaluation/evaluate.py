@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mind.baselines import CosineCooccurrence, MostPopular, recommend_all
-from mind.metrics import hit_matrix, per_user_metrics
+from evaluation.baselines import CosineCooccurrence, MostPopular, recommend_all
+from evaluation.metrics import hit_matrix, per_user_metrics
 from mind.reader import EvalSet
 from mind.retrieval import SearchFn, Tower, recall
 
