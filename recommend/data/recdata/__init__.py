@@ -2,7 +2,7 @@
 
 Run through `cd recommend/data && sh data.sh [variant] [options]` (a wrapper around
 `python -m recdata`). Every variant writes `train/`, `valid/`, `test/` and `meta.json` in the
-formats of design.md section 2.
+formats PaddleRec reads (README, step 1 "Data").
 """
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Readers of the dataset formats of design.md section 2 (PaddleRec's files byte for byte).
+"""Readers of the dataset formats (PaddleRec's files byte for byte; README, "Data").
 
 Train files: `uid,item_id,time_order` lines. Eval (valid/test) files: one user per line,
 `user_id:U [target_item:T] hist_item:a ... eval_item:x ...` (target_item is accepted and ignored).

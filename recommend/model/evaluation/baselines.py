@@ -5,7 +5,7 @@
 - Cosine item co-occurrence (item-based CF): sim(i, j) = |U_i ∩ U_j| /
   sqrt(|U_i| |U_j|) over the *sets* of training users who clicked each item; a
   user's candidates are scored by their summed similarity to the user's history
-  items. A strong, training-free baseline on small catalogues (design.md §8).
+  items. A strong, training-free baseline on small catalogues.
 """
 
 from __future__ import annotations

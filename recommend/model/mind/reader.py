@@ -1,4 +1,4 @@
-"""Readers and the training sampler for MIND (design.md section 2).
+"""Readers and the training sampler for MIND (the formats: README, step 1 "Data").
 
 File parsing lives in `recdata.formats` (shared with data preparation, which validates archives
 with the same code); this module re-exports it and adds what the model needs on top:
@@ -50,7 +50,7 @@ class TrainSampler:
     The history of a sample is the up-to-`maxlen` items right before position k. One numpy
     Generator is seeded per epoch with (seed, epoch) and drives the whole epoch; PaddleRec's
     shipped reader reseeds before every sample and so repeats about 137 distinct samples per
-    128,000 (design.md section 8), which is why we never reseed per batch or sample.
+    128,000, which is why we never reseed per batch or sample.
     """
 
     CHUNK_SAMPLES = 1 << 16  # samples drawn per vectorised step; fixed so resume is exact
