@@ -80,6 +80,7 @@ class RecallEngine:
         # most recall_deadline (MILVUS_TIMEOUT), then a 503 saying Milvus is slow.
         self.recall_deadline = store.timeout
         self.queue_wait = queue_wait
+        self._milvus_failed_at = -float("inf")  # when a pass last failed for Milvus
         # Concurrent recall requests share one model pass and one search, up to
         # max_batch_users users (MAX_BATCH_USERS keeps that within Milvus's nq limit), and
         # only with requests of a similar search depth (top_k + history to leave out).
@@ -184,6 +185,11 @@ class RecallEngine:
                     and ticket.cancel()):
                 raise self._late()
             if waited >= self.queue_wait and ticket.cancel():
+                # Waiting on a slow pass, or right after Milvus failed, is Milvus's doing,
+                # not a long queue: say so, with the Milvus message.
+                if (stuck is not None and now - stuck >= self.queue_wait) or (
+                        now - self._milvus_failed_at < 2 * self.recall_deadline):
+                    raise self._late()
                 raise ServiceOverloaded(
                     f"waited {waited:.1f} s for a turn (QUEUE_WAIT_SECONDS={self.queue_wait:g}); "
                     f"{self._recall_batcher.queued_users} users queued")
@@ -205,7 +211,11 @@ class RecallEngine:
         )
 
     def _answer_recalls(self, queries: Sequence[RecallQuery]) -> list[list[list[int]]]:
-        return recall_many(self._serial_tower, self.search, queries)
+        try:
+            return recall_many(self._serial_tower, self.search, queries)
+        except MilvusUnavailable:
+            self._milvus_failed_at = time.monotonic()
+            raise
 
     def count(self) -> int:
         return int(self.store.count())
