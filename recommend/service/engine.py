@@ -72,7 +72,7 @@ class RecallEngine:
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._serial_tower = _SerialTower(tower, self._model_lock)
-        self.search = store.search  # the open() path wraps it to count Milvus calls
+        self.search = self._timed_search(store.search)  # open() wraps it again for metrics
         self.inserting = False
         # A recall waits at most queue_wait (QUEUE_WAIT_SECONDS) for a pass to take it, then
         # gets a 503 saying the service is overloaded; once taken, however many Milvus calls
@@ -81,6 +81,7 @@ class RecallEngine:
         self.recall_deadline = store.timeout
         self.queue_wait = queue_wait
         self._milvus_failed_at = -float("inf")  # when a pass last failed for Milvus
+        self._searching_since: float | None = None
         # Concurrent recall requests share one model pass and one search, up to
         # max_batch_users users (MAX_BATCH_USERS keeps that within Milvus's nq limit), and
         # only with requests of a similar search depth (top_k + history to leave out).
@@ -156,6 +157,8 @@ class RecallEngine:
                 return ticket.result(timeout=self._keep_waiting(ticket))
             except concurrent.futures.TimeoutError:
                 continue
+            except ServiceOverloaded as exc:
+                raise self._blame(exc) from None
 
     async def recall_async(
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
@@ -166,7 +169,10 @@ class RecallEngine:
         while True:
             done, _ = await asyncio.wait({waiter}, timeout=self._keep_waiting(ticket))
             if done:
-                return waiter.result()
+                try:
+                    return waiter.result()
+                except ServiceOverloaded as exc:
+                    raise self._blame(exc) from None
 
     def _keep_waiting(self, ticket: Ticket) -> float:
         """Seconds to wait for ``ticket`` before checking again; raises once it is too late.
@@ -187,12 +193,9 @@ class RecallEngine:
             if waited >= self.queue_wait and ticket.cancel():
                 # Waiting on a slow pass, or right after Milvus failed, is Milvus's doing,
                 # not a long queue: say so, with the Milvus message.
-                if (stuck is not None and now - stuck >= self.queue_wait) or (
-                        now - self._milvus_failed_at < 2 * self.recall_deadline):
-                    raise self._late()
-                raise ServiceOverloaded(
+                raise self._blame(ServiceOverloaded(
                     f"waited {waited:.1f} s for a turn (QUEUE_WAIT_SECONDS={self.queue_wait:g}); "
-                    f"{self._recall_batcher.queued_users} users queued")
+                    f"{self._recall_batcher.queued_users} users queued"))
             # Taken just now, or still queued: check again at the earlier of both limits.
             return max(0.01, min(self.queue_wait - waited, self.recall_deadline))
         left = started + self.recall_deadline - now
@@ -209,6 +212,25 @@ class RecallEngine:
             f"no answer within {self.recall_deadline:g} s (MILVUS_TIMEOUT): "
             f"Milvus at {self.store.uri} is slow or unreachable"
         )
+
+    def _timed_search(self, search: Callable) -> Callable:
+        """``search`` that records since when a Milvus search is under way."""
+        def timed(vectors, k):
+            self._searching_since = time.monotonic()
+            try:
+                return search(vectors, k)
+            finally:
+                self._searching_since = None
+        return timed
+
+    def _blame(self, exc: ServiceOverloaded) -> Exception:
+        """A queue wait that a failed or slow Milvus caused is Milvus's 503, not overload:
+        Milvus failed a pass lately, or the search under way has outlasted a turn."""
+        now, since = time.monotonic(), self._searching_since
+        if now - self._milvus_failed_at < 2 * self.recall_deadline or (
+                since is not None and now - since >= self.queue_wait):
+            return self._late()
+        return exc
 
     def _answer_recalls(self, queries: Sequence[RecallQuery]) -> list[list[list[int]]]:
         try:

@@ -41,7 +41,7 @@ def keep_python_signal_handlers() -> None:
 def open_engine(settings: Settings) -> RecallEngine:
     """The engine, its collection checked against its model (and loaded if AUTO_INSERT)."""
     engine = RecallEngine.open(settings, on_pass=metrics.record_pass)
-    engine.search = metrics.timed_search(engine.store.search)
+    engine.search = metrics.timed_search(engine.search)
     metrics.describe_model(engine.tower.identity())
     log.info("model %s epoch %s loaded", settings.MODEL_CONFIG_PATH, engine.tower.epoch)
     if not engine.store.ping():  # not fatal: requests answer 503 until Milvus is back
