@@ -266,6 +266,8 @@ def test_milvus_server_stopped_under_traffic_503s_then_resumes_without_a_restart
     assert report["healthz_during_outage"] == 200 and report["readyz_during_outage"] == 503
     assert set(report["statuses"]) <= {"200", "503"}, report
     assert report["answers_503"] > 0 and report["answers_503_without_message"] == 0, report
+    # Nearly every 503 blames Milvus; a few queued ones may say the queue's wait ran out.
+    assert report["answers_503_overloaded"] <= report["answers_503"] // 20, report
     assert report["transport_errors"] == 0
     assert report["max_latency_s"] <= MAX_503_SECONDS, report
     assert report["max_latency_by_path_s"]["/rec/recall"] <= MAX_RECALL_SECONDS, report
