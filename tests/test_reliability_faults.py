@@ -39,8 +39,10 @@ MILVUS_TIMEOUT = 2.0
 # A request may wait for a (re)connect and then one call, each bounded by MILVUS_TIMEOUT;
 # the rest is slack for a loaded 2-core machine.
 MAX_503_SECONDS = 3 * MILVUS_TIMEOUT + 4
-# A recall never waits past MILVUS_TIMEOUT for the batcher (service.engine), whatever Milvus does.
-MAX_RECALL_SECONDS = MILVUS_TIMEOUT + 1.5
+# A recall waits at most QUEUE_WAIT_SECONDS (default 2) for a pass to take it, then at most
+# MILVUS_TIMEOUT for that pass (service.engine), whatever Milvus does.
+QUEUE_WAIT = 2.0
+MAX_RECALL_SECONDS = QUEUE_WAIT + MILVUS_TIMEOUT + 1.5
 
 
 def answers(http: httpx.Client) -> tuple[list[list[int]], int]:
