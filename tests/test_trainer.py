@@ -67,6 +67,17 @@ def test_train_end_to_end(tmp_path: Path) -> None:
     assert counts.shape == (61,) and counts.sum() == 120 * 12 and counts[0] == 0
 
 
+def test_lr_decay_sets_each_epochs_step_size_and_survives_a_resume(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "hyper_parameters.optimizer.lr_decay=0.5", "runner.epochs=2")
+    records = trainer.train(config, log=lambda s: None)
+    assert [r["learning_rate"] for r in records] == [0.01, 0.005]
+    more = make_config(tmp_path / "more", "hyper_parameters.optimizer.lr_decay=0.5")
+    trainer.train(more, log=lambda s: None)
+    resumed = load_config(more.path, ("hyper_parameters.optimizer.lr_decay=0.5", "runner.epochs=4"))
+    records = trainer.train(resumed, resume=True, log=lambda s: None)
+    assert [r["learning_rate"] for r in records] == [0.01, 0.005, 0.0025, 0.00125]
+
+
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
     full = make_config(tmp_path / "a")
     trainer.train(full, log=lambda s: None)

@@ -101,6 +101,11 @@ def select_device(use_gpu: bool, cpu_threads: int = 0, gpu_id: int | None = None
     return "cpu"
 
 
+def epoch_learning_rate(hp: HyperConfig, epoch: int) -> float:
+    """The step size of an epoch: learning_rate * lr_decay^epoch (a resumed run gets the same)."""
+    return hp.optimizer.learning_rate * hp.optimizer.lr_decay ** epoch
+
+
 def build_optimizer(hp: HyperConfig, model: MIND) -> paddle.optimizer.Optimizer:
     lr, name = hp.optimizer.learning_rate, hp.optimizer.class_name
     params = model.parameters()
@@ -226,6 +231,8 @@ def _figure(key: str, value: Any) -> str:
         return str(value)
     if key == "seconds":
         return f"{value:.2f}"
+    if key == "learning_rate":
+        return f"{value:.3g}"
     if key.endswith("_per_s"):
         return f"{value:,.0f}"
     return f"{value:.4f}"
@@ -324,6 +331,7 @@ def train(
     steps, plotted = 0, False
     for epoch in range(start, r.epochs):
         model.train()
+        optimizer.set_lr(epoch_learning_rate(hp, epoch))
         t_epoch = t_print = time.perf_counter()
         total, seen, intervals = 0.0, 0, []
         for i, (hist, target) in enumerate(sampler.epoch(epoch)):
@@ -352,6 +360,7 @@ def train(
             "batches": seen,
             "seconds": round(seconds, 3),
             "samples_per_s": round(seen * r.train_batch_size / seconds, 1),
+            "learning_rate": epoch_learning_rate(hp, epoch),
             INTERVALS: intervals,
         }
         stop = False

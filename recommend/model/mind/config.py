@@ -261,6 +261,8 @@ def _validate(r: RunnerConfig, h: HyperConfig) -> None:
     need(h.optimizer.class_name in ("Adam", "Adagrad", "SGD"), "hyper_parameters.optimizer.class",
          f"must be Adam, Adagrad or SGD, got {h.optimizer.class_name!r}")
     need(h.optimizer.learning_rate > 0, "hyper_parameters.optimizer.learning_rate", "must be > 0")
+    need(0 < h.optimizer.lr_decay <= 1, "hyper_parameters.optimizer.lr_decay",
+         "must be in (0, 1] (1 = constant)")
 
 
 def _to_plain(obj: Any) -> Any:

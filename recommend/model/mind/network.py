@@ -43,6 +43,9 @@ class OptimizerConfig:
 
     class_name: str = field(default="Adam", metadata={"key": "class"})
     learning_rate: float = 0.005
+    # Learning rate x lr_decay after every epoch (epoch e trains at learning_rate * lr_decay^e).
+    # PaddleRec and ComiRec keep it constant: 1.0.
+    lr_decay: float = 1.0
 
 
 @dataclass(frozen=True)
