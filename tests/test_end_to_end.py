@@ -88,3 +88,31 @@ def test_infer_outputs_are_named_per_option(tiny_model, tmp_path):
     run([sys.executable, "-u", "infer.py", "-m", str(config), "--search", "exact", "--curve",
          "--json", str(out)], cwd=MODEL_DIR)
     assert out.is_file() and (tmp_path / "mine_recall_curve.png").is_file()
+
+
+def test_infer_merge_option_scores_that_merge(tiny_model, tmp_path):
+    """--merge round_robin reports what the round-robin merge gives in process, under its own name."""
+    sys.path.insert(0, str(MODEL_DIR))
+    from evaluation.evaluate import evaluate_tower
+    from evaluation.exact_search import ExactSearch
+    from mind.config import load_config
+    from mind.reader import read_eval_dir
+    from mind.user_tower import UserTower
+
+    config = tiny_model[0]
+    out = run([sys.executable, "-u", "infer.py", "-m", str(config), "--search", "exact",
+               "--merge", "round_robin"], cwd=MODEL_DIR).stdout
+    model = yaml.safe_load(config.read_text())["runner"]["model_save_path"]
+    path = Path(f"{model}/infer_results_test_exact_round_robin.json")
+    assert f"JSON results: {path}" in out
+    payload = json.loads(path.read_text())
+    assert payload["merge"] == "round_robin"
+
+    cfg = load_config(config)
+    tower = UserTower(cfg, payload["best_epoch"])
+    data = read_eval_dir(cfg.runner.test_data_dir, cfg.hyper_parameters.item_count)
+    want = {merge: evaluate_tower(tower, ExactSearch(*tower.item_embeddings()).search, data, [50],
+                                  128, merge=merge).metrics[50]["recall"]
+            for merge in ("score", "round_robin")}
+    assert want["score"] != want["round_robin"]  # the option must be able to change the answer
+    assert payload["results"][0]["metrics"]["50"]["recall"] == pytest.approx(want["round_robin"])

@@ -32,6 +32,7 @@ from mind.config import Config, ConfigError, load_config
 from evaluation.evaluate import EvalResult, evaluate_baselines, evaluate_tower
 from evaluation.exact_search import ExactSearch
 from mind.reader import read_eval_dir, read_train_dir
+from mind.retrieval import DEFAULT_MERGE, MERGES
 from mind.user_tower import UserTower
 
 CURVE_CUTOFFS = (10, 20, 50, 100, 150, 200)
@@ -58,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"also report metrics at N in {CURVE_CUTOFFS} (one search at the largest)")
     p.add_argument("--exclude-history", action="store_true",
                    help="leave the user's history out of the lists (the paper protocol does not)")
+    p.add_argument("--merge", choices=MERGES, default=DEFAULT_MERGE,
+                   help="how each user's K lists become one: score = best score first (the "
+                        "service's), round_robin = by rank in turn, slots / slots_norm = each "
+                        f"interest a share of the N places (default {DEFAULT_MERGE})")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="where to write the JSON results (default: {model_save_path}/"
                         "infer_results_<split>_<search>[_baselines].json)")
@@ -110,7 +115,8 @@ def output_paths(args: argparse.Namespace, model_save_path: Path) -> dict[str, P
                 "curve": args.json.with_name(f"{args.json.stem}_recall_curve.png"),
                 "epochs": args.json.with_name(f"{args.json.stem}_metrics_by_epoch.png")}
     tag = f"{args.split}_{args.search}" + ("_baselines" if args.baselines else "") + (
-        "_exclude_history" if args.exclude_history else "")
+        "_exclude_history" if args.exclude_history else "") + (
+        f"_{args.merge}" if args.merge != DEFAULT_MERGE else "")
     return {"json": model_save_path / f"infer_results_{tag}.json",
             "curve": model_save_path / f"recall_curve_{tag}.png",
             "epochs": model_save_path / f"metrics_by_epoch_{tag}.png"}
@@ -183,10 +189,11 @@ def _main(argv: list[str] | None) -> int:
         search, load_seconds, store = make_search(args, config, tower)
         try:
             result = evaluate_tower(tower, search, data, cutoffs, runner.infer_batch_size,
-                                    args.exclude_history, name=f"MIND[{args.search}]")
+                                    args.exclude_history, name=f"MIND[{args.search}]",
+                                    merge=args.merge)
             valid = None if select_on is None else evaluate_tower(
                 tower, search, select_on, [args.top_n], runner.infer_batch_size,
-                args.exclude_history, name="valid")
+                args.exclude_history, name="valid", merge=args.merge)
         finally:
             if store is not None:
                 store.close()
@@ -217,7 +224,8 @@ def _main(argv: list[str] | None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": str(Path(args.config).resolve()), "split": args.split, "top_n": args.top_n,
                "best_epoch": best["epoch"], "best_epoch_chosen_on": chosen_by,
-               "search": args.search, "exclude_history": args.exclude_history, "results": records}
+               "search": args.search, "exclude_history": args.exclude_history, "merge": args.merge,
+               "results": records}
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"[infer] JSON results: {out}")
     if cli.pyplot() is None:

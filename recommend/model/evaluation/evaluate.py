@@ -11,7 +11,7 @@ import numpy as np
 from evaluation.baselines import CosineCooccurrence, MostPopular, recommend_all
 from evaluation.metrics import hit_matrix, per_user_metrics
 from mind.reader import EvalSet
-from mind.retrieval import SearchFn, Tower, recall
+from mind.retrieval import DEFAULT_MERGE, SearchFn, Tower, recall
 
 
 @dataclass
@@ -54,6 +54,7 @@ def evaluate_tower(
     batch_size: int,
     exclude_history: bool = False,
     name: str = "MIND",
+    merge: str = DEFAULT_MERGE,
 ) -> EvalResult:
     """Recall for every held-out user in batches (one search per batch), then score."""
     top = max(cutoffs)
@@ -62,7 +63,7 @@ def evaluate_tower(
     start = time.perf_counter()
     for lo in range(0, len(data.user_ids), batch_size):
         batch = data.histories[lo : lo + batch_size]
-        lists.extend(np.asarray(r, np.int64) for r in recall(tower, search, batch, top, exclude_history, timings))
+        lists.extend(np.asarray(r, np.int64) for r in recall(tower, search, batch, top, exclude_history, timings, merge))
     t_metrics = time.perf_counter()
     metrics = metrics_at(lists, data.eval_items, cutoffs)
     end = time.perf_counter()

@@ -231,6 +231,8 @@ class MIND(nn.Layer):
             w = F.softmax(b, axis=1) * mask  # [B, K, L]
             if active is not None:
                 w = w * active.unsqueeze(2)
+            # w itself carries no gradient (b only ever sees u detached), so a penalty on the
+            # coupling, such as REMI's routing regularisation, would train nothing here.
             v = squash(paddle.matmul(w, u_it))  # [B, K, H]
             if not last:
                 b = b + paddle.matmul(v, u_it, transpose_y=True)  # agreement v_k . u_j
