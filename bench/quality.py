@@ -28,6 +28,7 @@ Writes {out}/{tag}.json and {out}/{tag}.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,9 @@ from typing import NamedTuple
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# The code a MIND run depends on; a run is reused by --resume only if none of it changed.
+RUN_CODE = ("recommend/model/trainer.py", "recommend/model/mind", "recommend/model/evaluation",
+            "recommend/data", "bench/quality.py")
 MODEL_DIR = ROOT / "recommend" / "model"
 DATA_SH = ROOT / "recommend" / "data" / "data.sh"
 sys.path.insert(0, str(MODEL_DIR))
@@ -165,8 +169,26 @@ def train_and_pick(config: Config, log) -> tuple[int, list[dict]]:
     return best["epoch"], records
 
 
+def fingerprint(name: str, k: int, split: int, seed: int, data_dir: Path, args) -> str:
+    """sha256 of what decides a run's figures: the code, config, options and split data."""
+    h = hashlib.sha256(json.dumps([name, k, split, seed, args.override, args.epochs, args.merges,
+                                   args.valid_only]).encode())
+    files = [CONFIGS[name], *sorted(p for p in data_dir.rglob("*") if p.is_file())]
+    for entry in RUN_CODE:
+        path = ROOT / entry
+        files += sorted(path.rglob("*.py")) + sorted(path.rglob("*.sh")) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def mind_run(name: str, k: int, split: int, seed: int, data_dir: Path, splits, args, log) -> dict:
     """Train one MIND; its metrics per split, protocol and merge at the best valid epoch."""
+    key = fingerprint(name, k, split, seed, data_dir, args)
+    if key in args.reusable:
+        log(f"[quality] {name} split {split} seed {seed} K={k}: reused from {args.tag}.json")
+        return args.reusable[key]
     run_dir = args.work_dir / f"{name}_k{k}_split{split}_s{seed}"
     overrides = [*split_overrides(data_dir), *args.override, f"hyper_parameters.capsual.max_k={k}",
                  f"runner.seed={seed}", f"runner.model_save_path={run_dir}",
@@ -180,7 +202,7 @@ def mind_run(name: str, k: int, split: int, seed: int, data_dir: Path, splits, a
     best, records = train_and_pick(cfg, log)
     tower = UserTower(cfg, best)
     merges = args.merges if k > 1 else args.merges[:1]  # one list: every merge is the same
-    run = {"k": k, "split_seed": split, "train_seed": seed, "best_epoch": best,
+    run = {"k": k, "split_seed": split, "train_seed": seed, "fingerprint": key, "best_epoch": best,
            "epochs_run": len(records), "epoch_cap": cfg.runner.epochs,
            "cap_binds": best == len(records) - 1 == cfg.runner.epochs - 1,
            "train_seconds": round(time.perf_counter() - t0, 1),
@@ -287,6 +309,15 @@ def markdown(results: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reusable_runs(path: Path) -> dict[str, dict]:
+    """fingerprint -> run, for every fingerprinted MIND run of an earlier result file."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    return {run["fingerprint"]: run for res in old["datasets"].values()
+            for run in res["mind_runs"] if "fingerprint" in run}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -311,12 +342,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="split data and checkpoints (checkpoints are deleted after each run)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for {tag}.json / {tag}.md")
     p.add_argument("--tag", default="quality", help="output file stem")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the MIND runs of {out}/{tag}.json whose code, config, options and "
+                        "split data are unchanged (a cut-short grid goes on where it stopped)")
     args = p.parse_args(argv)
     args.argv = argv
     if args.quick:
         args.splits, args.seeds, args.epochs = 1, 1, min(args.epochs or 3, 3)
     args.split_seeds = args.split_seeds or list(range(args.splits))
     args.train_seeds = [FIRST_TRAIN_SEED + i for i in range(args.seeds)]
+    args.reusable = reusable_runs(args.out / f"{args.tag}.json") if args.resume else {}
+    args.argv = argv = [a for a in argv if a != "--resume"]  # the command that reproduces it
     quiet = lambda msg: print(msg, flush=True) if msg.startswith("[quality]") else None  # noqa: E731
     results = {"argv": argv, "top_n": TOP_N, "split_seeds": args.split_seeds,
                "train_seeds": args.train_seeds, "datasets": {}}

@@ -115,18 +115,18 @@ def test_t_interval_by_hand():
 
 
 @pytest.mark.slow
-def test_quality_reduced_grid(tmp_path):
+def test_quality_reduced_grid(tmp_path, monkeypatch):
     """bench/quality.py on 2 tiny synthetic splits x 1 seed x K=2, 1 epoch: the JSON layout."""
     sys.path.insert(0, str(BENCH))
     try:
         import quality
     finally:
         sys.path.remove(str(BENCH))
-    rc = quality.main(["--datasets", "synthetic", "--splits", "2", "--seeds", "1", "--epochs", "1",
-                       "--ks", "2", "--data-arg=--users=200", "--data-arg=--items=300",
-                       "-o", "runner.samples_per_epoch=256", "-o", "hyper_parameters.neg_samples=64",
-                       "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path)])
-    assert rc == 0
+    grid = ["--datasets", "synthetic", "--splits", "2", "--seeds", "1", "--epochs", "1",
+            "--ks", "2", "--data-arg=--users=200", "--data-arg=--items=300",
+            "-o", "runner.samples_per_epoch=256", "-o", "hyper_parameters.neg_samples=64",
+            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path)]
+    assert quality.main(grid) == 0
     res = json.loads((tmp_path / "quality.json").read_text())
     assert res["split_seeds"] == [0, 1] and res["train_seeds"] == [2024]
     syn = res["datasets"]["synthetic"]
@@ -141,3 +141,15 @@ def test_quality_reduced_grid(tmp_path):
             assert set(entry) == {"recall@50", "ndcg@50", "hitrate@50", "coverage_3_4@50", "runs"}
     assert all(r["cap_binds"] for r in syn["mind_runs"])  # 1 epoch: the cap binds, and says so
     assert "Epoch cap binds" in (tmp_path / "quality.md").read_text()
+
+    # --resume reuses the unchanged runs (nothing retrained) and writes the same result; the
+    # command it records is the one that reproduces it, without --resume.
+    trained = []
+    monkeypatch.setattr(quality, "train_and_pick", lambda *a: trained.append(a))
+    assert quality.main([*grid, "--resume"]) == 0
+    again = json.loads((tmp_path / "quality.json").read_text())
+    assert trained == [] and again["datasets"] == res["datasets"] and again["argv"] == grid
+    # another option is another run: not reused
+    with pytest.raises(TypeError):  # the stub returns None: proof that training was asked for
+        quality.main([*grid, "--resume", "-o", "hyper_parameters.pow_p=2"])
+    assert len(trained) == 1
