@@ -112,6 +112,12 @@ def test_t_interval_by_hand():
     mean, (lo, hi) = quality.t_interval([1.0, 2.0, 3.0])  # sd 1, n 3, t_{0.975,2} = 4.303
     assert mean == 2.0 and abs(hi - 2.0 - 4.303 / np.sqrt(3)) < 1e-9 and abs(lo + hi - 4.0) < 1e-9
     assert quality.t_interval([0.5]) == (0.5, [0.5, 0.5])
+    # paired differences: each run of a against b's run of the same split (b: one run per split)
+    a = [{"split_seed": 0, "train_seed": 1, "recall": 0.30}, {"split_seed": 1, "train_seed": 1, "recall": 0.40},
+         {"split_seed": 0, "train_seed": 2, "recall": 0.32}]
+    b = [{"split_seed": 0, "recall": 0.25}, {"split_seed": 1, "recall": 0.31}]
+    mean, _ = quality.paired(a, b, "recall", ("split_seed",))
+    assert abs(mean - (0.05 + 0.09 + 0.07) / 3) < 1e-12
 
 
 @pytest.mark.slow
