@@ -176,18 +176,25 @@ def train_and_pick(config: Config, log) -> tuple[int, list[dict]]:
     return best["epoch"], records
 
 
-def fingerprint(name: str, k: int, split: int, seed: int, data_dir: Path, args) -> str:
-    """sha256 of what decides a run's figures: the code, config, options and split data."""
-    h = hashlib.sha256(json.dumps([name, k, split, seed, args.override, args.epochs, args.merges,
-                                   args.valid_only]).encode())
-    files = [CONFIGS[name], *sorted(p for p in data_dir.rglob("*") if p.is_file())]
-    for entry in RUN_CODE:
-        path = ROOT / entry
-        files += sorted(path.rglob("*.py")) + sorted(path.rglob("*.sh")) if path.is_dir() else [path]
+def _files_digest(files: list[Path]) -> str:
+    h = hashlib.sha256()
     for f in files:
         h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+# Taken once, at start-up: the code this process runs, even if the files change meanwhile.
+CODE_DIGEST = _files_digest([f for entry in RUN_CODE for f in (
+    sorted((ROOT / entry).rglob("*.py")) + sorted((ROOT / entry).rglob("*.sh"))
+    if (ROOT / entry).is_dir() else [ROOT / entry])])
+
+
+def fingerprint(name: str, k: int, split: int, seed: int, data_dir: Path, args) -> str:
+    """sha256 of what decides a run's figures: the code, config, options and split data."""
+    settings = [name, k, split, seed, args.override, args.epochs, args.merges, args.valid_only]
+    data = [CONFIGS[name], *sorted(p for p in data_dir.rglob("*") if p.is_file())]
+    return hashlib.sha256(json.dumps([settings, CODE_DIGEST, _files_digest(data)]).encode()).hexdigest()
 
 
 def mind_run(name: str, k: int, split: int, seed: int, data_dir: Path, splits, args, log) -> dict:
