@@ -41,7 +41,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 class Service:
     """`uvicorn main:app` in recommend/, on a free loopback port."""
 
-    def __init__(self, config: Path, milvus_uri: str, log_path: Path):
+    def __init__(self, config: Path, milvus_uri: str, log_path: Path, workers: int = 1):
         from support import free_port  # tests/support.py
 
         self.port = free_port()
@@ -53,7 +53,7 @@ class Service:
         self.log_file = open(log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
+             "--port", str(self.port), "--log-level", "warning", "--workers", str(workers)],
             cwd=common.SERVICE_DIR, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 180) -> float:
@@ -213,6 +213,8 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
         out["memory"] = common.tree_rss_mb(svc.proc.pid)
     finally:
         svc.stop()
+    if backend == "server":
+        out["load_2_workers"] = two_workers(cfg, uri, histories, profile)
     # After the service stops: Milvus Lite opens a .db file in one process at a time.
     # Raw search of the same users' vectors against the service's own collection, with the
     # per-vector limit the service asks for (top_k + history length when excluding history).
@@ -233,6 +235,29 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
         f"{raw['per_user']['users_per_s']:.0f} users/s one user per call; "
         f"service RSS {out['memory']['rss_mb']:.0f} MB (tree {out['memory']['tree_rss_mb']:.0f} MB)")
     return out
+
+
+def two_workers(cfg: Path, uri: str, histories: list[list[int]], profile: Profile) -> dict[str, Any]:
+    """`uvicorn --workers 2` on the collection just loaded: the most clients' load, and its cores.
+
+    Each worker batches on its own and the server runs their searches side by side (Lite
+    cannot: one process per file)."""
+    svc = Service(cfg, uri, common.WORK / "uvicorn_server_2_workers.log", workers=2)
+    try:
+        svc.wait_ready()
+        c = max(profile.concurrency)
+        # the uvicorn parent and its worker processes
+        groups = {"service": common.process_tree(svc.proc.pid), "milvus": common.milvus_pids(),
+                  "load_generator": [os.getpid()]}
+        with common.CpuMeter(groups) as cpu:
+            ld = load_test(svc.url, histories, c, profile.load_seconds, profile.load_max_requests)
+        out = {str(c): {**ld, "cpu_cores": cpu.cores}}
+        log(f"serve server, 2 workers: {c} clients: {ld['users_per_s']:.0f} users/s, median "
+            f"{ld['median_ms']:.1f} ms, p99 {ld['p99_ms']:.1f} ms ({ld['errors']} errors); "
+            f"cores used {cpu.cores}")
+        return out
+    finally:
+        svc.stop()
 
 
 def limits(tower, histories: list[list[int]]) -> dict[str, Any]:
