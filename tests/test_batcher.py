@@ -146,6 +146,39 @@ def test_engine_answers_503_at_the_deadline_when_the_search_hangs():
     engine.close()
 
 
+def test_a_queue_wait_just_after_a_slow_search_is_blamed_on_milvus():
+    """The batcher expires the queue only between passes: a wait that ends just after a search
+    that outlasted QUEUE_WAIT (say the first after a Milvus restart) is Milvus's 503, not
+    'overloaded'; once a turn has gone by without one, overload is overload again."""
+    import time
+
+    from itemstore import MilvusUnavailable
+    from service.domain import ServiceOverloaded
+    from service.engine import RecallEngine
+    from test_retrieval import TinyTower, exact_search
+
+    tower = TinyTower()
+
+    class SlowStore:  # stands in for the timing only; Milvus itself is tested elsewhere
+        timeout, uri = 5.0, "http://slow:19530"
+
+        def search(self, vectors, k):
+            time.sleep(0.3)
+            return exact_search(tower.items)(vectors, k)
+
+        def close(self):
+            pass
+
+    engine = RecallEngine(tower, SlowStore(), queue_wait=0.2)
+    overloaded = ServiceOverloaded("waited 0.2 s for a turn")
+    assert engine._blame(overloaded) is overloaded  # no slow search yet
+    assert sorted(engine.recall([[1, 3]], top_k=2)[0]) == [2, 4]  # one 0.3 s search
+    assert isinstance(engine._blame(overloaded), MilvusUnavailable)
+    time.sleep(0.25)
+    assert engine._blame(overloaded) is overloaded
+    engine.close()
+
+
 # ------------------------------------------------------------------ overload and fairness
 def test_a_full_queue_refuses_at_once_and_a_long_wait_times_out():
     from service.batcher import QueueFull, QueueTimeout

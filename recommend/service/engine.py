@@ -82,6 +82,7 @@ class RecallEngine:
         self.queue_wait = queue_wait
         self._milvus_failed_at = -float("inf")  # when a pass last failed for Milvus
         self._searching_since: float | None = None
+        self._slow_search_ended = -float("inf")  # when a search that outlasted a turn ended
         # Concurrent recall requests share one model pass and one search, up to
         # max_batch_users users (MAX_BATCH_USERS keeps that within Milvus's nq limit), and
         # only with requests of a similar search depth (top_k + history to leave out).
@@ -216,19 +217,23 @@ class RecallEngine:
     def _timed_search(self, search: Callable) -> Callable:
         """``search`` that records since when a Milvus search is under way."""
         def timed(vectors, k):
-            self._searching_since = time.monotonic()
+            self._searching_since = start = time.monotonic()
             try:
                 return search(vectors, k)
             finally:
                 self._searching_since = None
+                if time.monotonic() - start >= self.queue_wait:
+                    self._slow_search_ended = time.monotonic()
         return timed
 
     def _blame(self, exc: ServiceOverloaded) -> Exception:
         """A queue wait that a failed or slow Milvus caused is Milvus's 503, not overload:
-        Milvus failed a pass lately, or the search under way has outlasted a turn."""
+        Milvus failed a pass lately, or a search outlasted a turn (under way, or it just ended:
+        the batcher expires the queue only after such a pass, e.g. the first after a restart)."""
         now, since = time.monotonic(), self._searching_since
-        if now - self._milvus_failed_at < 2 * self.recall_deadline or (
-                since is not None and now - since >= self.queue_wait):
+        if (now - self._milvus_failed_at < 2 * self.recall_deadline
+                or now - self._slow_search_ended < self.queue_wait
+                or (since is not None and now - since >= self.queue_wait)):
             return self._late()
         return exc
 
