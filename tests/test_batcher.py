@@ -110,6 +110,16 @@ def test_max_batch_must_be_positive():
         MicroBatcher(lambda qs: qs, max_batch=0)
 
 
+class TimingStore:
+    """Stands in for the store's timing only (Milvus itself is tested elsewhere)."""
+
+    def __init__(self, search, timeout: float, uri: str):
+        self.search, self.timeout, self.uri = search, timeout, uri
+
+    def close(self) -> None:
+        pass
+
+
 def test_engine_answers_503_at_the_deadline_when_the_search_hangs():
     """A search stuck past MILVUS_TIMEOUT (the store's timeout) must not hold callers: each
     gets MilvusUnavailable (503) at the deadline, and answers resume when searches do."""
@@ -123,17 +133,11 @@ def test_engine_answers_503_at_the_deadline_when_the_search_hangs():
     tower = TinyTower()
     unblocked = threading.Event()
 
-    class StuckStore:  # stands in for the deadline logic only; Milvus itself is tested elsewhere
-        timeout, uri = 0.3, "http://stuck:19530"
+    def stuck(vectors, k):
+        unblocked.wait(10)
+        return exact_search(tower.items)(vectors, k)
 
-        def search(self, vectors, k):
-            unblocked.wait(10)
-            return exact_search(tower.items)(vectors, k)
-
-        def close(self):
-            pass
-
-    engine = RecallEngine(tower, StuckStore())
+    engine = RecallEngine(tower, TimingStore(stuck, timeout=0.3, uri="http://stuck:19530"))
     t0 = time.perf_counter()
     with pytest.raises(MilvusUnavailable, match="no answer within 0.3 s"):
         engine.recall([[1, 3]], top_k=2)
@@ -159,17 +163,12 @@ def test_a_queue_wait_just_after_a_slow_search_is_blamed_on_milvus():
 
     tower = TinyTower()
 
-    class SlowStore:  # stands in for the timing only; Milvus itself is tested elsewhere
-        timeout, uri = 5.0, "http://slow:19530"
+    def slow(vectors, k):
+        time.sleep(0.3)
+        return exact_search(tower.items)(vectors, k)
 
-        def search(self, vectors, k):
-            time.sleep(0.3)
-            return exact_search(tower.items)(vectors, k)
-
-        def close(self):
-            pass
-
-    engine = RecallEngine(tower, SlowStore(), queue_wait=0.2)
+    engine = RecallEngine(tower, TimingStore(slow, timeout=5.0, uri="http://slow:19530"),
+                          queue_wait=0.2)
     overloaded = ServiceOverloaded("waited 0.2 s for a turn")
     assert engine._blame(overloaded) is overloaded  # no slow search yet
     assert sorted(engine.recall([[1, 3]], top_k=2)[0]) == [2, 4]  # one 0.3 s search
