@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -112,9 +111,8 @@ def test_kill_mid_write_leaves_nothing(setup, monkeypatch) -> None:
 def test_config_mismatch_is_a_checkpoint_error(setup) -> None:
     config, model, opt = setup
     save_checkpoint(config.runner.model_save_path, 0, model, opt, config, {})
-    other = dataclasses.replace(
-        config, hyper_parameters=dataclasses.replace(config.hyper_parameters, item_count=60)
-    )
+    other = config.model_copy(
+        update={"hyper_parameters": config.hyper_parameters.model_copy(update={"item_count": 60})})
     with pytest.raises(CheckpointError, match="item_count"):
         load_model(other, 0)
 

@@ -74,6 +74,8 @@ def test_overrides_are_yaml_scalars(tmp_path: Path) -> None:
         ("hyper_parameters.neg_sampler=uniform", r"neg_sampler.*log_uniform or full"),
         ("hyper_parameters.hard_neg_beta=-1", r"hard_neg_beta.*>= 0"),
         ("hyper_parameters.hard_readout=yes_please", r"hard_readout.*true or false"),
+        ("hyper_parameters.optimizer.lr_decay=1.5", r"lr_decay' must be <= 1, got 1.5 \(1 = constant\)"),
+        ("hyper_parameters.optimizer.lr_decay=0", r"lr_decay' must be > 0"),
     ],
 )
 def test_validation_names_the_key(tmp_path: Path, override: str, message: str) -> None:
@@ -123,3 +125,12 @@ def test_amazonbook_config_is_the_tutorials() -> None:
     hp = c.hyper_parameters
     assert (hp.item_count, hp.neg_samples, hp.maxlen, hp.pow_p) == (367983, 1280, 20, 1.0)
     assert c.runner.train_data_dir == (MIND_DIR / "../../data/amazonbook/train").resolve()
+
+
+def test_errors_name_the_file_and_the_key(tmp_path: Path) -> None:
+    p = write(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["runner.epochs=two"])
+    assert str(e.value) == f"{p.resolve()}: 'runner.epochs' must be an integer, got 'two'"
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown config key 'hyper_parameters\.maxln'"):
+        load_config(p, ["hyper_parameters.maxln=3"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import paddle
 import pytest
@@ -154,7 +152,7 @@ def test_hard_readout_is_the_closest_interest_exactly() -> None:
 def test_full_negatives_give_the_exact_full_softmax() -> None:
     paddle.seed(2)
     m = tiny_model(k=2, maxlen=3, d=4, iters=2, items=9)
-    m = MIND(dataclasses.replace(m.hp, neg_sampler="full"))
+    m = MIND(m.hp.model_copy(update={"neg_sampler": "full"}))
     m.eval()  # fixed routing logits, so the user vector below is the one the loss saw
     hist = paddle.to_tensor(np.array([[1, 2, 0], [5, 6, 7]]))
     target = np.array([4, 6])
@@ -171,7 +169,7 @@ def test_full_negatives_give_the_exact_full_softmax() -> None:
 def test_relu_layer_equals_hand_computation_and_is_non_negative() -> None:
     """relu(v W + c) on the routed interests: shape [B, K, H], >= 0, equal to numpy."""
     base = tiny_model(k=2, maxlen=3, d=2, iters=2)
-    m = MIND(dataclasses.replace(base.hp, relu_layer=True))
+    m = MIND(base.hp.model_copy(update={"relu_layer": True}))
     m.set_state_dict(base.state_dict())  # same embeddings, S and eval logits as `base`
     W = np.array([[1.0, -2.0], [0.5, 1.0]], np.float32)
     c = np.array([0.1, -0.3], np.float32)
@@ -201,7 +199,7 @@ def test_dynamic_k_by_hand_floor_of_log2(n: int, want: int) -> None:
     assert int(dynamic_interest_count(np.array(n), 4)) == want
     assert int(dynamic_interest_count(np.array(n), 2)) == min(want, 2)
     # The network counts the non-padding behaviours of its input.
-    m = MIND(dataclasses.replace(tiny_model(k=4, maxlen=20, items=30).hp, dynamic_k=True))
+    m = MIND(tiny_model(k=4, maxlen=20, items=30).hp.model_copy(update={"dynamic_k": True}))
     hist = np.zeros((1, 20), np.int64)
     hist[0, 20 - n:] = np.arange(1, n + 1)
     mask = m.interest_mask(paddle.to_tensor(hist)).numpy()[0]
@@ -211,8 +209,8 @@ def test_dynamic_k_by_hand_floor_of_log2(n: int, want: int) -> None:
 @pytest.mark.parametrize("relu", [False, True])
 def test_masked_interests_are_zero_and_get_no_behaviour(relu: bool) -> None:
     paddle.seed(4)
-    hp = dataclasses.replace(tiny_model(k=4, maxlen=8, d=4, items=30).hp, dynamic_k=True,
-                             relu_layer=relu)
+    hp = tiny_model(k=4, maxlen=8, d=4, items=30).hp.model_copy(
+        update={"dynamic_k": True, "relu_layer": relu})
     m = MIND(hp)
     hist = paddle.to_tensor(np.array([[1, 2, 3, 4, 5, 0, 0, 0], [7, 8, 0, 0, 0, 0, 0, 0]]))
     for training in (True, False):
@@ -238,8 +236,8 @@ def test_masked_interest_gets_no_attention_even_when_closest(hard: bool) -> None
 
 def test_dynamic_k_training_step_is_finite() -> None:
     paddle.seed(1)
-    m = MIND(dataclasses.replace(tiny_model(k=4, maxlen=6, d=4, items=30).hp, dynamic_k=True,
-                                 relu_layer=True))
+    m = MIND(tiny_model(k=4, maxlen=6, d=4, items=30).hp.model_copy(
+        update={"dynamic_k": True, "relu_layer": True}))
     m.train()
     loss = m(paddle.to_tensor(np.array([[1, 2, 0, 0, 0, 0], [3, 4, 5, 6, 7, 8]])),
              paddle.to_tensor(np.array([9, 10])))

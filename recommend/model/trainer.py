@@ -22,7 +22,6 @@ The item table is updated sparsely with lazy Adam by default (`sparse_embedding:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import math
@@ -130,7 +129,7 @@ def make_valid_evaluator(config: Config) -> Evaluator:
     r = config.runner
     reader = importlib.import_module(r.infer_reader_path)
     valid = reader.read_eval_dir(r.valid_data_dir, item_count=config.hyper_parameters.item_count)
-    at_save = dataclasses.replace(config, runner=dataclasses.replace(r, infer_load_path=r.model_save_path))
+    at_save = config.model_copy(update={"runner": r.model_copy(update={"infer_load_path": r.model_save_path})})
     n = r.early_stopping_top_n
 
     def evaluate(model: MIND, epoch: int) -> float:

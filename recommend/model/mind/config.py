@@ -1,89 +1,174 @@
-"""config.yaml -> frozen typed dataclasses, parsed once.
+"""config.yaml -> frozen pydantic models, one per section, parsed once.
 
 PaddleRec's layout and key names are kept (`runner.*`, `hyper_parameters.*`,
 `hyper_parameters.capsual.{iters,max_k,init_std}`, `hyper_parameters.optimizer.{class,learning_rate}`).
-Unlike PaddleRec's flat string-key lookups with silent defaults, every key is checked: an unknown
-or misspelt key, a wrong type or an out-of-range value is a ConfigError that names the key.
+Every key is checked: an unknown or misspelt key, a wrong type or an out-of-range value is a
+ConfigError that names the key and the file.
 
     cfg = load_config("mind/config.yaml", overrides=("runner.epochs=3",))
-
-The hyper_parameters keys are the fields of mind.network.HyperConfig, each commented there
-(relu_layer, dynamic_k: with PaddleRec's, ComiRec's and the paper's choice).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
-import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable, Literal
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 from recdata.formats import create_hint
 
-from mind.network import CapsualConfig, HyperConfig, OptimizerConfig
-
-__all__ = [
-    "CapsualConfig",
-    "Config",
-    "ConfigError",
-    "HyperConfig",
-    "OptimizerConfig",
-    "RunnerConfig",
-    "load_config",
-]
+__all__ = ["CapsualConfig", "Config", "ConfigError", "HyperConfig", "OptimizerConfig", "RunnerConfig",
+           "load_config"]
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 
-@dataclass(frozen=True)
-class RunnerConfig:
+def _need(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"'{key}' {msg}")
+
+
+def _resolve(value: Any, info: ValidationInfo) -> Any:
+    """Paths resolve against the config file's folder (the validation context's base_dir)."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError(f"must be a path string, got {value!r}")
+    base = (info.context or {}).get("base_dir", Path("."))
+    return (base / Path(value).expanduser()).resolve()
+
+
+def _yaml_float(value: Any) -> Any:
+    # PyYAML (YAML 1.1) reads "1e-3" (no dot) as a string; accept it as the number it is.
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_resolve)]
+Number = Annotated[float, BeforeValidator(_yaml_float)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # pydantic raises a ValidationError here; a frozen object raises AttributeError.
+        if not name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__} is frozen; use model_copy(update=...)")
+        super().__setattr__(name, value)
+
+
+class RunnerConfig(_Section):
     """runner: data locations, batch sizes, epochs, checkpoints. Paths are absolute after loading."""
 
-    train_data_dir: Path
-    model_save_path: Path
-    test_data_dir: Path
+    train_data_dir: ConfigPath
+    model_save_path: ConfigPath
+    test_data_dir: ConfigPath
     train_reader_path: str = "mind.reader"
     use_gpu: bool = False
-    cpu_threads: int = 0
+    cpu_threads: int = Field(0, ge=0, description="0 = every core")
     use_auc: bool = False
-    train_batch_size: int = 128
-    epochs: int = 20
-    print_interval: int = 500
-    infer_batch_size: int = 128
+    train_batch_size: int = Field(128, ge=1)
+    epochs: int = Field(20, ge=1)
+    print_interval: int = Field(500, ge=1)
+    infer_batch_size: int = Field(128, ge=1)
     infer_reader_path: str = "mind.reader"
-    infer_load_path: Path | None = None
-    infer_start_epoch: int = 0
+    infer_load_path: ConfigPath | None = None
+    infer_start_epoch: int = Field(0, ge=0)
     infer_end_epoch: int = 19
     seed: int = 2024
-    samples_per_epoch: int | None = None
-    min_len: int = 5
-    valid_data_dir: Path | None = None
-    early_stopping_patience: int = 0
-    early_stopping_top_n: int = 50
+    samples_per_epoch: int | None = Field(None, ge=1, description="null = one per target position")
+    min_len: int = Field(5, ge=1)
+    valid_data_dir: ConfigPath | None = None
+    early_stopping_patience: int = Field(0, ge=0, description="0 = off")
+    early_stopping_top_n: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunnerConfig:
+        _need(self.infer_end_epoch >= self.infer_start_epoch, "runner.infer_end_epoch",
+              "must be >= runner.infer_start_epoch")
+        _need(self.early_stopping_patience == 0 or self.valid_data_dir is not None,
+              "runner.valid_data_dir", "is required when early_stopping_patience > 0")
+        return self
 
 
-@dataclass(frozen=True)
-class Config:
+class OptimizerConfig(_Section):
+    """hyper_parameters.optimizer: YAML key `class` is stored as `class_name`."""
+
+    class_name: Literal["Adam", "Adagrad", "SGD"] = Field("Adam", alias="class")
+    learning_rate: Number = Field(0.005, gt=0)
+    # epoch e trains at learning_rate * lr_decay^e; PaddleRec and ComiRec keep it constant.
+    lr_decay: Number = Field(1.0, gt=0, le=1, description="1 = constant")
+
+
+class CapsualConfig(_Section):
+    """hyper_parameters.capsual (PaddleRec's spelling): the B2I routing."""
+
+    iters: int = Field(3, ge=1)
+    max_k: int = Field(4, ge=1)
+    init_std: Number = Field(1.0, gt=0)
+
+
+class HyperConfig(_Section):
+    """hyper_parameters: everything that shapes the network and its optimisation (each key is
+    explained in config_synthetic.yaml)."""
+
+    item_count: int = Field(ge=2, description="id 0 is padding")
+    optimizer: OptimizerConfig = OptimizerConfig()
+    embedding_dim: int = Field(64, ge=1)
+    hidden_size: int = Field(64, ge=1)
+    neg_samples: int = Field(1280, ge=1)
+    maxlen: int = Field(20, ge=1)
+    pow_p: Number = Field(1.0, gt=0)
+    capsual: CapsualConfig = CapsualConfig()
+    sparse_embedding: bool = True
+    hard_readout: bool = False
+    neg_sampler: Literal["log_uniform", "full"] = "log_uniform"
+    hard_neg_beta: Number = Field(0.0, ge=0, description="0 = off")
+    relu_layer: bool = False
+    dynamic_k: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HyperConfig:
+        _need(self.hidden_size == self.embedding_dim, "hyper_parameters.hidden_size",
+              f"must equal embedding_dim ({self.embedding_dim}): interests and items are compared "
+              "by inner product")
+        return self
+
+    @property
+    def interest_num(self) -> int:
+        """K, the number of interests (PaddleRec spells it capsual.max_k)."""
+        return self.capsual.max_k
+
+
+class Config(_Section):
     runner: RunnerConfig
     hyper_parameters: HyperConfig
-    path: Path | None = None  # the YAML file it came from (not a YAML key)
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The YAML file it came from (not a YAML key)."""
+        return self._path
+
+    @field_validator("hyper_parameters", mode="before")
+    @classmethod
+    def _item_count_auto(cls, hyper: Any, info: ValidationInfo) -> Any:
+        if isinstance(hyper, dict) and hyper.get("item_count") == "auto" and "runner" in info.data:
+            hyper = {**hyper, "item_count": _item_count_from_meta(info.data["runner"].train_data_dir)}
+        return hyper
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict in YAML key spelling (paths as strings), for checkpoints."""
-        return {
-            "runner": _to_plain(self.runner),
-            "hyper_parameters": _to_plain(self.hyper_parameters),
-        }
+        return self.model_dump(mode="json", by_alias=True)
 
     @staticmethod
-    def from_dict(data: dict[str, Any], base_dir: Path | str = ".") -> "Config":
+    def from_dict(data: dict[str, Any], base_dir: Path | str = ".") -> Config:
         """Inverse of to_dict (validated the same way as a YAML file)."""
         return _build(data, Path(base_dir).resolve(), None)
 
@@ -127,17 +212,14 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
 
 
 def _build(data: dict[str, Any], base_dir: Path, path: Path | None) -> Config:
-    _check_keys(data, ["runner", "hyper_parameters"], "")
-    for section in ("runner", "hyper_parameters"):
-        if not isinstance(data.get(section), dict):
-            raise ConfigError(f"missing section '{section}'")
-    runner = _parse(RunnerConfig, data["runner"], "runner", base_dir)
-    hyper_raw = dict(data["hyper_parameters"])
-    if hyper_raw.get("item_count") == "auto":
-        hyper_raw["item_count"] = _item_count_from_meta(runner.train_data_dir)
-    hyper = _parse(HyperConfig, hyper_raw, "hyper_parameters", base_dir)
-    _validate(runner, hyper)
-    return Config(runner=runner, hyper_parameters=hyper, path=path)
+    try:
+        config = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as e:
+        # A misspelt key also leaves its right spelling missing: name the misspelling.
+        first = min(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        raise ConfigError((f"{path}: " if path else "") + _message(first)) from None
+    config._path = path
+    return config
 
 
 def _item_count_from_meta(train_dir: Path) -> int:
@@ -157,117 +239,43 @@ def _item_count_from_meta(train_dir: Path) -> int:
     return value
 
 
-def _yaml_key(f: dataclasses.Field) -> str:
-    return f.metadata.get("key", f.name)
+_MUST = {
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "model_type": "must be a mapping",
+    "greater_than_equal": "must be >= {ge:g}",
+    "greater_than": "must be > {gt:g}",
+    "less_than_equal": "must be <= {le:g}",
+    "literal_error": "must be {expected}",
+}
 
 
-def _check_keys(raw: dict[str, Any], known: list[str], where: str) -> None:
-    for key in raw:
-        if key not in known:
-            name = f"{where}.{key}" if where else str(key)
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"unknown config key '{name}'{hint}")
+def _message(err: Any) -> str:
+    """One pydantic error in this module's words: the key first, with its dotted name."""
+    loc, kind, ctx = [str(p) for p in err["loc"]], err["type"], err.get("ctx", {})
+    name = ".".join(loc)
+    if kind == "extra_forbidden":
+        known = list(_fields(loc[:-1]))
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+        return f"unknown config key '{name}'; {hint}"
+    if kind == "missing":
+        return f"missing {'section' if len(loc) == 1 else 'required config key'} '{name}'"
+    if kind == "value_error":  # ours: a ConfigError says it all, a ValueError follows the key
+        error = ctx["error"]
+        return str(error) if isinstance(error, ConfigError) else f"'{name}' {error}"
+    must = _MUST[kind].format(**ctx).replace("'", "") if kind in _MUST else err["msg"]
+    why = getattr(_fields(loc[:-1]).get(loc[-1]), "description", None)
+    return f"'{name}' {must}, got {err['input']!r}" + (f" ({why})" if why else "")
 
 
-def _parse(cls: type, raw: Any, where: str, base_dir: Path) -> Any:
-    """Build dataclass `cls` from mapping `raw`, checking keys and types recursively."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"'{where}' must be a mapping, got {type(raw).__name__}")
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    _check_keys(raw, [_yaml_key(f) for f in fields], where)
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in fields:
-        key = _yaml_key(f)
-        name = f"{where}.{key}"
-        if key not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"missing required config key '{name}'")
-            continue
-        kwargs[f.name] = _coerce(hints[f.name], raw[key], name, base_dir)
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, name: str, base_dir: Path) -> Any:
-    """Check `value` against type `tp`; resolve paths against the config's folder."""
-    args = typing.get_args(tp)
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, name, base_dir)
-    if dataclasses.is_dataclass(tp):
-        return _parse(tp, value, name, base_dir)
-    if tp is Path:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"'{name}' must be a path string, got {value!r}")
-        return (base_dir / Path(value).expanduser()).resolve()
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{name}' must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"'{name}' must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        # PyYAML (YAML 1.1) reads "1e-3" (no dot) as a string; accept it as the number it is.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{name}' must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"'{name}' must be a string, got {value!r}")
-        return value
-    raise TypeError(f"config field {name} has unsupported type {tp}")
-
-
-def _validate(r: RunnerConfig, h: HyperConfig) -> None:
-    def need(ok: bool, key: str, msg: str) -> None:
-        if not ok:
-            raise ConfigError(f"'{key}' {msg}")
-
-    for key in ("train_batch_size", "epochs", "print_interval", "infer_batch_size", "min_len",
-                "early_stopping_top_n"):
-        need(getattr(r, key) >= 1, f"runner.{key}", "must be >= 1")
-    need(r.samples_per_epoch is None or r.samples_per_epoch >= 1,
-         "runner.samples_per_epoch", "must be >= 1 or null (one sample per training user)")
-    need(r.infer_start_epoch >= 0, "runner.infer_start_epoch", "must be >= 0")
-    need(r.cpu_threads >= 0, "runner.cpu_threads", "must be >= 0 (0 = every core)")
-    need(r.infer_end_epoch >= r.infer_start_epoch, "runner.infer_end_epoch",
-         "must be >= runner.infer_start_epoch")
-    need(r.early_stopping_patience >= 0, "runner.early_stopping_patience", "must be >= 0 (0 = off)")
-    need(r.early_stopping_patience == 0 or r.valid_data_dir is not None,
-         "runner.valid_data_dir", "is required when early_stopping_patience > 0")
-    need(h.item_count >= 2, "hyper_parameters.item_count", "must be >= 2 (id 0 is padding)")
-    for key in ("embedding_dim", "hidden_size", "neg_samples", "maxlen"):
-        need(getattr(h, key) >= 1, f"hyper_parameters.{key}", "must be >= 1")
-    need(h.hidden_size == h.embedding_dim, "hyper_parameters.hidden_size",
-         f"must equal embedding_dim ({h.embedding_dim}): interests and items are compared by "
-         "inner product")
-    need(h.pow_p > 0, "hyper_parameters.pow_p", "must be > 0")
-    need(h.neg_sampler in ("log_uniform", "full"), "hyper_parameters.neg_sampler",
-         f"must be log_uniform or full, got {h.neg_sampler!r}")
-    need(h.hard_neg_beta >= 0, "hyper_parameters.hard_neg_beta", "must be >= 0 (0 = off)")
-    need(h.capsual.iters >= 1, "hyper_parameters.capsual.iters", "must be >= 1")
-    need(h.capsual.max_k >= 1, "hyper_parameters.capsual.max_k", "must be >= 1")
-    need(h.capsual.init_std > 0, "hyper_parameters.capsual.init_std", "must be > 0")
-    need(h.optimizer.class_name in ("Adam", "Adagrad", "SGD"), "hyper_parameters.optimizer.class",
-         f"must be Adam, Adagrad or SGD, got {h.optimizer.class_name!r}")
-    need(h.optimizer.learning_rate > 0, "hyper_parameters.optimizer.learning_rate", "must be > 0")
-    need(0 < h.optimizer.lr_decay <= 1, "hyper_parameters.optimizer.lr_decay",
-         "must be in (0, 1] (1 = constant)")
-
-
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {_yaml_key(f): _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+def _fields(loc: list[str]) -> dict[str, Any]:
+    """The fields of the section at `loc` (e.g. ["hyper_parameters", "capsual"]), by YAML key."""
+    model: Any = Config
+    for part in [*loc, None]:
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        if part is None:
+            return fields
+        model = fields[part].annotation

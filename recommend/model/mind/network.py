@@ -23,79 +23,18 @@ Where we differ from PaddleRec's models/recall/mind/net.py (on purpose):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+# The hyper-parameters are defined with the config file's other sections; importable from here too.
+from mind.config import CapsualConfig, HyperConfig, OptimizerConfig  # noqa: F401
 from mind.sampled_softmax import LogUniformSampler, sampled_softmax_loss
 
 # Seed of the routing logits used in eval mode (see MIND.__init__); fixed so every build of the
 # model, and every checkpoint, routes a given history the same way.
 EVAL_ROUTING_SEED = 20190417
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """hyper_parameters.optimizer: YAML key `class` is stored as `class_name`."""
-
-    class_name: str = field(default="Adam", metadata={"key": "class"})
-    learning_rate: float = 0.005
-    # Learning rate x lr_decay after every epoch (epoch e trains at learning_rate * lr_decay^e).
-    # PaddleRec and ComiRec keep it constant: 1.0.
-    lr_decay: float = 1.0
-
-
-@dataclass(frozen=True)
-class CapsualConfig:
-    """hyper_parameters.capsual (PaddleRec's spelling): the B2I routing."""
-
-    iters: int = 3
-    max_k: int = 4
-    init_std: float = 1.0
-
-
-@dataclass(frozen=True)
-class HyperConfig:
-    """hyper_parameters: everything that shapes the network and its optimisation."""
-
-    item_count: int
-    optimizer: OptimizerConfig = OptimizerConfig()
-    embedding_dim: int = 64
-    hidden_size: int = 64
-    neg_samples: int = 1280
-    maxlen: int = 20
-    pow_p: float = 1.0
-    capsual: CapsualConfig = CapsualConfig()
-    sparse_embedding: bool = True
-    # Training readout: False = soft label-aware attention (MIND paper, pow_p); True = the
-    # interest with the largest inner product with the label only (ComiRec's hard_readout, the
-    # limit pow_p -> inf). Hard readout trains each interest on exactly the targets it would
-    # retrieve at eval time, where every interest is searched on its own.
-    hard_readout: bool = False
-    # Negatives: "log_uniform" = `neg_samples` draws from the log-uniform sampler with log-Q
-    # correction (ComiRec); "full" = every item is a negative (an exact full softmax, cheap for
-    # small catalogues such as MovieLens' 1,683 rows; neg_samples is then ignored).
-    neg_sampler: str = "log_uniform"
-    # REMI's interest-aware hard-negative weighting (Xie et al., RecSys 2023): each negative's
-    # term in the partition sum is weighted by exp(beta * s_j) (s_j = readout . e_j, no gradient
-    # through the weight), self-normalised over the sample. 0 = plain (sampled) softmax.
-    hard_neg_beta: float = 0.0
-    # Dense layer + ReLU on every interest after routing (PaddleRec's relu_layer; ComiRec turns it
-    # on for Book only; the paper has ReLU layers after the capsules). Off = today's model.
-    relu_layer: bool = False
-    # The paper's per-user K'_u = max(1, min(K, floor(log2 n))), n = real behaviours in the input
-    # (after the maxlen cut). Interests beyond K'_u take no behaviour in routing, are zero vectors,
-    # are left out of the label-aware attention and are never searched (mind.retrieval).
-    # PaddleRec and ComiRec: fixed K (off). Off = today's model.
-    dynamic_k: bool = False
-
-    @property
-    def interest_num(self) -> int:
-        """K, the number of interests (PaddleRec spells it capsual.max_k)."""
-        return self.capsual.max_k
 
 
 def squash(z: paddle.Tensor) -> paddle.Tensor:
