@@ -1,4 +1,4 @@
-"""Service settings: one typed object, read from the environment once.
+"""Service settings: one typed object (pydantic-settings), read from the environment once.
 
 Every field is named after its environment variable (the tutorial's names kept:
 MILVUS_HOST, MILVUS_PORT, VECTOR_DIMENSION, DEFAULT_COLLECTION, MODEL_CONFIG_PATH,
@@ -12,14 +12,15 @@ was started.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 SERVICE_DIR = Path(__file__).resolve().parent
 
@@ -56,10 +57,12 @@ def is_loopback(host: str) -> bool:
         return False  # a name that resolves elsewhere: assume exposed
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """The recall service's settings (see the module docstring for path rules)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # Variables are matched by their exact names; an empty one keeps the default.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True,
+                                      env_ignore_empty=True)
 
     # --- Milvus -----------------------------------------------------------------
     MILVUS_HOST: str = Field("", description="Milvus server host; empty = embedded Milvus Lite")
@@ -196,13 +199,25 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from environment variables; unset or empty ones keep their default."""
-        environ = os.environ if environ is None else environ
-        values = {name: environ[name] for name in cls.model_fields if environ.get(name, "") != ""}
+        """Settings from the process environment, or from `environ` alone when given (tests)."""
         try:
-            return cls.model_validate(values)
+            if environ is None:
+                return cls()
+            return cls(_build_sources=((_MappingSource(cls, environ),), {}))
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
+
+
+class _MappingSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty,
+                              self.env_parse_none_str)
 
 
 def _is_host(value: str) -> bool:

@@ -91,6 +91,18 @@ def test_secrets_stay_out_of_repr_and_error_messages():
     assert "tooshort" not in str(err.value)
 
 
+def test_the_process_environment_is_read_only_when_no_mapping_is_given(monkeypatch):
+    monkeypatch.setenv("MAX_TOP_K", "7")
+    monkeypatch.setenv("max_batch_users", "9")  # names match exactly
+    monkeypatch.setenv("MAX_HISTORY_LEN", "")
+    s = Settings.from_env()
+    assert (s.MAX_TOP_K, s.MAX_BATCH_USERS, s.MAX_HISTORY_LEN) == (7, 256, 1000)
+    assert Settings.from_env({"MAX_HISTORY_LEN": "5"}).MAX_TOP_K == 1000
+    monkeypatch.setenv("MAX_TOP_K", "0")
+    with pytest.raises(SettingsError, match="MAX_TOP_K='0'"):
+        Settings.from_env()
+
+
 def test_settings_are_read_once_and_frozen():
     assert get_settings() is get_settings()
     with pytest.raises(Exception):
