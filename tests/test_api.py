@@ -6,6 +6,7 @@ The model is a tiny MIND trained once per session by the project's own entry poi
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -125,6 +126,22 @@ def test_recall_is_deterministic_and_ignores_unknown_ids(loaded, tiny_model):
     b = loaded.post("/rec/recall", json={"top_k": 20, "hist_item": noisy}).json()
     assert a == b
     check_rows(a, known, 20, n)
+
+
+def test_unknown_history_ids_are_counted_in_one_log_line_per_request(loaded, tiny_model, caplog):
+    n = item_count(tiny_model)
+    caplog.set_level(logging.INFO, logger="recall.service")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "not in the catalogue" in r.getMessage()]
+
+    noisy = [[5, n, 17], [0, n + 10**6, 2**63 - 1, 40]]
+    assert loaded.post("/rec/recall", json={"top_k": 5, "hist_item": noisy}).status_code == 200
+    assert said() == [f"recall: 4 of the request's 7 history ids are not in the catalogue "
+                      f"(ids 1..{n - 1}) and were ignored"]
+    caplog.clear()
+    assert loaded.post("/rec/recall", json={"top_k": 5, "hist_item": [[5, 17]]}).status_code == 200
+    assert said() == []
 
 
 def test_concurrent_requests_batched_together_get_the_answers_they_get_alone(loaded, tiny_model):

@@ -238,11 +238,18 @@ class RecallEngine:
         return exc
 
     def _answer_recalls(self, queries: Sequence[RecallQuery]) -> list[list[list[int]]]:
+        unknown: list[int] = []
         try:
-            return recall_many(self._serial_tower, self.search, queries)
+            answers = recall_many(self._serial_tower, self.search, queries, unknown=unknown)
         except MilvusUnavailable:
             self._milvus_failed_at = time.monotonic()
             raise
+        for query, n in zip(queries, unknown):
+            if n:  # ignored ids are a client's stale or foreign catalogue: worth seeing
+                log.info("recall: %d of the request's %d history ids are not in the catalogue "
+                         "(ids 1..%d) and were ignored", n, sum(map(len, query.histories)),
+                         self.tower.item_count - 1)
+        return answers
 
     def count(self) -> int:
         return int(self.store.count())

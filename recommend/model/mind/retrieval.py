@@ -209,6 +209,7 @@ def recall_many(
     queries: Sequence[RecallQuery],
     timings: dict[str, float] | None = None,
     merge: str = DEFAULT_MERGE,
+    unknown: list[int] | None = None,
 ) -> list[list[list[int]]]:
     """Answer several queries with ONE ``tower.interests`` call and ONE ``search``.
 
@@ -219,12 +220,16 @@ def recall_many(
     A user with no item the model knows gets the most popular items instead (there
     is nothing to personalise from). When ``timings`` is given, seconds spent in the
     tower, the search and the merge are added to it. ``merge`` picks how the K lists
-    become one (``MERGES``, see merge_hits).
+    become one (``MERGES``, see merge_hits). When ``unknown`` is given, each query's number of
+    history ids the tower does not know (ignored) is appended to it.
     """
     for q in queries:
         if q.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {q.top_k}")
     known = [[tower.known_items(h) for h in q.histories] for q in queries]
+    if unknown is not None:
+        unknown.extend(sum(len(h) - len(k) for h, k in zip(q.histories, q_known))
+                       for q, q_known in zip(queries, known))
     # Ask each interest for enough extra hits that filtering the history out
     # still leaves top_k items.
     per_vector = min(max((q.top_k + _history_extra(k, q.exclude_history)
