@@ -122,7 +122,8 @@ def output_paths(args: argparse.Namespace, model_save_path: Path) -> dict[str, P
             "epochs": model_save_path / f"metrics_by_epoch_{tag}.png"}
 
 
-def _save(plt, fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
+def _save(plt, fig, ax, title: str, xlabel: str, ylabel: str, path: Path) -> Path:
+    ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -143,7 +144,7 @@ def plot_curve(records: list[dict], path: Path) -> Path | None:
         ks = sorted(int(k) for k in rec["metrics"])
         label = rec["name"] + (f" (epoch {rec['epoch']})" if rec["epoch"] is not None else "")
         ax.plot(ks, [rec["metrics"][str(k)]["recall"] for k in ks], marker="o", label=label)
-    return _save(plt, fig, ax, "K", "Recall@K", path)
+    return _save(plt, fig, ax, "Recall@K on the eval users", "K", "Recall@K", path)
 
 
 def plot_epochs(records: list[dict], top_n: int, path: Path) -> Path | None:
@@ -156,7 +157,10 @@ def plot_epochs(records: list[dict], top_n: int, path: Path) -> Path | None:
     for name in ("recall", "ndcg", "hitrate"):
         ax.plot([r["epoch"] for r in epochs],
                 [r["metrics"][str(top_n)][name] for r in epochs], marker="o", label=f"{name}@{top_n}")
-    return _save(plt, fig, ax, "epoch", "metric", path)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(plt, fig, ax, f"metrics@{top_n} by saved epoch", "epoch", "metric", path)
 
 
 def main(argv: list[str] | None = None) -> int:
