@@ -24,7 +24,7 @@ from support import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
-# Verbatim from the tutorial (tutorial-original.txt), bar the port.
+# Verbatim from the original tutorial (README, step "6. curl"), bar the port.
 INSERT = """curl -X 'POST'   'http://127.0.0.1:8000/rec/insert_data'   -H 'accept: application/json'   -d ''"""
 RECALL = """curl -X 'POST'   'http://127.0.0.1:8000/rec/recall'   -H 'accept: application/json'   -H 'Content-Type: application/json'   -d '{  "top_k": 50,  "hist_item": [[43,23,65,675,3456,8654,123454,54367,234561],[675,3456,8654,123454,76543,1234,9769,5670,65443,123098,34219,234098]]}'"""
 COUNT = """curl -X 'POST'   'http://127.0.0.1:8000/rec/count'   -H 'accept: application/json'   -d ''"""

@@ -218,8 +218,8 @@ def test_sampler_resume_from_start_batch_is_exact_across_chunks():
 
 
 def test_sampler_draws_fresh_samples_within_an_epoch():
-    # PaddleRec's reseeding reader yields ~137 distinct samples per 128,000; sampling with
-    # replacement from ~3,000 positions should cover most of them in 3,000 draws (1 - 1/e).
+    # Sampling with replacement from ~3,000 positions covers most of them in 3,000 draws
+    # (1 - 1/e); a reader that reseeds per sample would repeat a few.
     seqs = coded_sequences(200, seed=1)
     s = TrainSampler(seqs, batch_size=100, seed=0)
     targets = np.concatenate([t for _, t in s.epoch(0)])

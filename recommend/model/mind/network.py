@@ -6,19 +6,11 @@ User tower: item embeddings of the history -> B2I dynamic routing -> K interest 
 Training readout: label-aware attention over the K interests with the target item's embedding.
 Serving/eval: the K interests are searched directly (no label involved).
 
-Where we differ from PaddleRec's models/recall/mind/net.py (on purpose):
-- Routing logits b are drawn per sample and per step from N(0, init_std^2) (PaddleRec: one frozen
-  [1, K, maxlen] tensor shared by every user).
-- The coupling softmax runs over the K interests for each behaviour in EVERY iteration (MIND paper
-  eq. (3); ComiRec's CapsuleNetwork, axis 1 of [B, K, L]). PaddleRec master normalises over the
-  behaviours (axis -1) in the loop after PR 904 but over interests in its final step; the two
-  axes give different models, we keep the paper's one everywhere.
-- Padded behaviours get coupling 0 after the softmax, so they add nothing to any interest
-  (PaddleRec only adds -2^32 to the logits, which with a softmax over K does not remove them).
-- b is updated by the plain agreement v_k . u_j, as in the paper and ComiRec (no re-normalisation).
-- The target logit gets no log-Q correction (see sampled_softmax.py).
-- relu_layer (PaddleRec's dense + ReLU after routing) and dynamic_k (the paper's K'_u) are
-  switchable and off by default; with them off the network and its checkpoints are unchanged.
+Routing: the logits b are drawn per sample from N(0, init_std^2) and updated by the plain
+agreement v_k . u_j; the coupling softmax runs over the K interests for each behaviour in every
+iteration (MIND paper eq. (3)); padded behaviours get coupling 0, so they add nothing to any
+interest. relu_layer and dynamic_k are off by default (relu_layer has weights only when on).
+How this differs from PaddleRec's net.py, and why: README, "Where we differ from PaddleRec".
 """
 
 from __future__ import annotations
@@ -81,9 +73,8 @@ class MIND(nn.Layer):
         n, d, h = hp.item_count, hp.embedding_dim, hp.hidden_size
         k, lmax = hp.capsual.max_k, hp.maxlen
         # One table for history items, targets and negatives. padding_idx=0: row 0 stays 0 and
-        # gets no gradient. sparse=True sends row-wise (SelectedRows) gradients, which, with
-        # Adam(lazy_mode=True), update only the looked-up rows: see the step-time measurement in
-        # the trainer docstring.
+        # gets no gradient. sparse=True sends row-wise gradients, so lazy Adam updates only the
+        # looked-up rows (the speed-up: bench/README.md, "Training: how the item table is updated").
         self.item_emb = nn.Embedding(
             n,
             d,

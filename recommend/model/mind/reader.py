@@ -48,9 +48,8 @@ class TrainSampler:
     """Training batches as in ComiRec: uniform user, uniform target position k in [4, len).
 
     The history of a sample is the up-to-`maxlen` items right before position k. One numpy
-    Generator is seeded per epoch with (seed, epoch) and drives the whole epoch; PaddleRec's
-    shipped reader reseeds before every sample and so repeats about 137 distinct samples per
-    128,000, which is why we never reseed per batch or sample.
+    Generator is seeded per epoch with (seed, epoch) and drives the whole epoch: reseeding per
+    batch or sample would repeat the same few samples (README, "Where we differ from PaddleRec").
     """
 
     CHUNK_SAMPLES = 1 << 16  # samples drawn per vectorised step; fixed so resume is exact
