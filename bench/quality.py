@@ -330,6 +330,8 @@ def targets(res: dict) -> list[str]:
 def markdown(results: dict, args) -> str:
     lines = ["# MIND quality (bench/quality.py)", "",
              f"Command: `python bench/quality.py {' '.join(args.argv)}`  ",
+             *[f"Part: `python bench/quality.py {' '.join(part['argv'])}`  "
+               for part in results.get("parts", [])],
              f"Split seeds {args.split_seeds}, training seeds {args.train_seeds}; mean and 95% "
              "t-interval over the runs (split x training seed; baselines: one run per split). "
              "MIND at the epoch with the best VALID Recall@50 (paper protocol); exact search. "
@@ -371,6 +373,40 @@ def reusable_runs(path: Path) -> dict[str, dict]:
             for run in res["mind_runs"] if "fingerprint" in run}
 
 
+def combine(args) -> int:
+    """One result from several files of the same grid run in parts (their MIND runs joined;
+    the baselines, which do not train, from the first file, which must cover the same splits)."""
+    parts = [json.loads(path.read_text()) for path in args.combine]
+    datasets: dict = {}
+    for name in parts[0]["datasets"]:
+        res = json.loads(json.dumps(parts[0]["datasets"][name]))
+        for part in parts[1:]:
+            other = part["datasets"].get(name)
+            if other is None or other["split_seeds"] != res["split_seeds"]:
+                raise SystemExit(f"--combine: {name} is not on split seeds {res['split_seeds']} "
+                                 "in every file")
+            res["mind_runs"] += other["mind_runs"]
+        seen = [(r["k"], r["split_seed"], r["train_seed"]) for r in res["mind_runs"]]
+        if len(set(seen)) != len(seen):
+            raise SystemExit(f"--combine: {name} has the same run (K, split, seed) twice")
+        res["train_seeds"] = sorted({r["train_seed"] for r in res["mind_runs"]})
+        for split in ("valid", "test"):
+            if split in res:
+                res[split] = summarise(res, split)
+        datasets[name] = res
+    args.split_seeds = parts[0]["split_seeds"]
+    args.train_seeds = sorted({s for res in datasets.values() for s in res["train_seeds"]})
+    results = {"argv": args.argv, "parts": [{"file": str(path), "argv": part["argv"]}
+                                             for path, part in zip(args.combine, parts)],
+               "top_n": TOP_N, "split_seeds": args.split_seeds, "train_seeds": args.train_seeds,
+               "datasets": datasets}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.tag}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / f"{args.tag}.md").write_text(markdown(results, args))
+    print((args.out / f"{args.tag}.md").read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -378,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", type=int, default=5, help="split seeds 0..N-1 (data.sh --seed)")
     p.add_argument("--split-seeds", nargs="+", type=int, default=None,
                    help="explicit split seeds (instead of --splits)")
-    p.add_argument("--seeds", type=int, default=2, help=f"training seeds {FIRST_TRAIN_SEED}..+N-1")
+    p.add_argument("--seeds", type=int, default=2, help="training seeds --first-seed..+N-1")
+    p.add_argument("--first-seed", type=int, default=FIRST_TRAIN_SEED,
+                   help="the first training seed (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epoch cap (default: the config's; early stopping usually ends first)")
     p.add_argument("--ks", nargs="+", type=int, default=None,
@@ -398,12 +436,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="reuse the MIND runs of {out}/{tag}.json whose code, config, options and "
                         "split data are unchanged (a cut-short grid goes on where it stopped)")
+    p.add_argument("--combine", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="no training: one table from the runs of earlier result files (e.g. one "
+                        "per training seed), written as {out}/{tag}.json/.md")
     args = p.parse_args(argv)
     args.argv = argv
+    if args.combine:
+        return combine(args)
     if args.quick:
         args.splits, args.seeds, args.epochs = 1, 1, min(args.epochs or 3, 3)
     args.split_seeds = args.split_seeds or list(range(args.splits))
-    args.train_seeds = [FIRST_TRAIN_SEED + i for i in range(args.seeds)]
+    args.train_seeds = [args.first_seed + i for i in range(args.seeds)]
     args.reusable = reusable_runs(args.out / f"{args.tag}.json") if args.resume else {}
     args.argv = argv = [a for a in argv if a != "--resume"]  # the command that reproduces it
     quiet = lambda msg: print(msg, flush=True) if msg.startswith("[quality]") else None  # noqa: E731

@@ -159,3 +159,16 @@ def test_quality_reduced_grid(tmp_path, monkeypatch):
     with pytest.raises(TypeError):  # the stub returns None: proof that training was asked for
         quality.main([*grid, "--resume", "-o", "hyper_parameters.pow_p=2"])
     assert len(trained) == 1
+    monkeypatch.undo()
+
+    # A second training seed as a part of its own, then one table from both parts.
+    assert quality.main([*grid[:-2], "--out", str(tmp_path / "b"), "--first-seed", "7"]) == 0
+    both = tmp_path / "both"
+    assert quality.main(["--combine", str(tmp_path / "quality.json"), str(tmp_path / "b" / "quality.json"),
+                         "--out", str(both)]) == 0
+    combined = json.loads((both / "quality.json").read_text())
+    assert combined["train_seeds"] == [7, 2024] and len(combined["parts"]) == 2
+    table = combined["datasets"]["synthetic"]["test"]["paper"]
+    assert len(table["MIND K=2 (score merge)"]["runs"]) == 4  # 2 splits x 2 seeds
+    assert len(table["MostPopular (last 20)"]["runs"]) == 2  # baselines: one run per split
+    assert "Part: `python bench/quality.py" in (both / "quality.md").read_text()
