@@ -291,9 +291,11 @@ def _cell(e: dict) -> str:
 
 
 def paired(a: list[dict], b: list[dict], metric: str, by: tuple[str, ...]) -> tuple[float, list[float]]:
-    """Mean and 95% t-interval of a - b over the runs of a, each paired with b's run of the same `by`."""
+    """Mean and 95% t-interval of a - b over the runs of a, each paired with b's run of the same
+    `by` (runs without a partner, as in a grid still running, are left out)."""
     other = {tuple(r[k] for k in by): r[metric] for r in b}
-    return t_interval([r[metric] - other[tuple(r[k] for k in by)] for r in a])
+    return t_interval([r[metric] - other[key] for r in a
+                       if (key := tuple(r[k] for k in by)) in other])
 
 
 def targets(res: dict) -> list[str]:

@@ -118,6 +118,8 @@ def test_t_interval_by_hand():
     b = [{"split_seed": 0, "recall": 0.25}, {"split_seed": 1, "recall": 0.31}]
     mean, _ = quality.paired(a, b, "recall", ("split_seed",))
     assert abs(mean - (0.05 + 0.09 + 0.07) / 3) < 1e-12
+    mean, _ = quality.paired(a, b[:1], "recall", ("split_seed",))  # split 1 not run yet
+    assert abs(mean - 0.06) < 1e-12
 
 
 @pytest.mark.slow
