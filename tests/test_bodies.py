@@ -1,0 +1,114 @@
+"""service.bodies: /rec/recall's own body reading answers exactly as FastAPI's body parameter did,
+and a big body is parsed and validated on the parser thread, not on the event loop.
+
+Two routes on one real FastAPI app with the service's error handlers, one taking the request
+model as a FastAPI body parameter, the other reading the raw body through bodies.parse_async,
+get the same bodies (the 422 cases of test_api.py and the hand battery of
+test_reliability_http.py, small and padded past BIG_BODY_BYTES) and must answer alike.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+from pydantic import field_validator
+
+from config import Settings
+from service import bodies, errors
+from service.schemas import recall_request_model
+from test_api import BAD_BODIES
+from test_reliability_http import BATTERY
+
+Model = recall_request_model(Settings.from_env({}))
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    errors.install(app)
+
+    @app.post("/fastapi")
+    def by_fastapi(body: Model) -> dict:  # type: ignore[valid-type]
+        return body.model_dump()
+
+    @app.post("/ours", openapi_extra=bodies.openapi_body(Model))
+    async def ours(request: Request) -> dict:
+        body = await bodies.parse_async(Model, await request.body(),
+                                        request.headers.get("content-type"))
+        return body.model_dump()
+
+    bodies.document(app, [Model])
+    return app
+
+
+CASES = [(json.dumps(b).encode(), "application/json") for b, _ in BAD_BODIES] + [
+    (body, ctype) for _, body, ctype, _ in BATTERY] + [
+    (b'{"top_k": 7, "hist_item": [[1, 2], [3]], "exclude_history": false}', "application/json"),
+    (b'{"hist_item": [[18446744073709551616]]}', "application/json"),  # orjson: a float
+    (b'{"hist_item": [[1e400]]}', "application/json"),
+    (b'\xef\xbb\xbf{"hist_item": [[1]]}', "application/json"),  # a UTF-8 BOM
+    (b'{"hist_item": [[1]], "hist_item": [[2]]}', "application/json"),
+    (b'{"hist_item": [[1]]}', "application/vnd.api+json"),
+    (b"", "application/json"),
+    (b'{"hist_item": [["\\ud800"]]}', "application/json"),
+]
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return TestClient(_app())
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small", "past BIG_BODY_BYTES"])
+@pytest.mark.parametrize(("body", "ctype"), CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_answers_as_a_fastapi_body_parameter_does(client, body, ctype, big):
+    if big:  # leading whitespace is still the same JSON document
+        body = b" " * (bodies.BIG_BODY_BYTES + 1) + body if body else body
+    headers = {"Content-Type": ctype} if ctype else {}
+    want = client.post("/fastapi", content=body, headers=headers)
+    got = client.post("/ours", content=body, headers=headers)
+    assert (got.status_code, got.json()) == (want.status_code, want.json())
+    assert want.status_code in (200, 422)
+
+
+def test_a_maximum_size_body_is_accepted_as_it_was():
+    hist = [[(u * 1000 + i) % 400_000 + 1 for i in range(1000)] for u in range(256)]
+    raw = json.dumps({"top_k": 1000, "hist_item": hist}).encode()
+    assert len(raw) > bodies.BIG_BODY_BYTES
+    parsed = bodies.parse(Model, raw, "application/json")
+    assert parsed.hist_item == hist and parsed.top_k == 1000
+
+
+def test_big_bodies_are_validated_on_the_parser_thread_small_ones_at_once():
+    import asyncio
+
+    seen: list[str] = []
+
+    class Watched(Model):  # type: ignore[valid-type, misc]
+        @field_validator("hist_item")
+        @classmethod
+        def where(cls, value):
+            seen.append(threading.current_thread().name)
+            return value
+
+    small = b'{"hist_item": [[1, 2]]}'
+    big = json.dumps({"hist_item": [list(range(1, 1001))] * 20}).encode()
+    assert len(big) > bodies.BIG_BODY_BYTES >= len(small)
+
+    async def both() -> None:
+        await bodies.parse_async(Watched, small, "application/json")
+        await bodies.parse_async(Watched, big, "application/json")
+
+    asyncio.run(both())
+    assert seen[0] == threading.current_thread().name
+    assert seen[1].startswith("body-parser")
+
+
+def test_the_schema_documents_the_body_as_fastapi_did(client):
+    schema = client.get("/openapi.json").json()
+    assert (schema["paths"]["/ours"]["post"]["requestBody"]
+            == schema["paths"]["/fastapi"]["post"]["requestBody"])
+    assert schema["components"]["schemas"][Model.__name__]["properties"]["hist_item"]["maxItems"] == 256
