@@ -112,3 +112,37 @@ def test_the_schema_documents_the_body_as_fastapi_did(client):
     assert (schema["paths"]["/ours"]["post"]["requestBody"]
             == schema["paths"]["/fastapi"]["post"]["requestBody"])
     assert schema["components"]["schemas"][Model.__name__]["properties"]["hist_item"]["maxItems"] == 256
+
+
+def test_past_max_parsing_big_bodies_a_big_body_is_refused_unread_as_overload():
+    import asyncio
+
+    from service.domain import ServiceOverloaded
+
+    held, go = threading.Event(), threading.Event()
+
+    class Slow(Model):  # type: ignore[valid-type, misc]
+        @field_validator("hist_item")
+        @classmethod
+        def hold(cls, value):
+            held.set()
+            assert go.wait(10)
+            return value
+
+    big = json.dumps({"hist_item": [list(range(1, 1001))] * 20}).encode()
+
+    async def flood() -> list:
+        loop = asyncio.get_running_loop()
+        busy = [asyncio.ensure_future(bodies.parse_async(Slow, big, "application/json"))
+                for _ in range(bodies.MAX_PARSING)]
+        await loop.run_in_executor(None, held.wait, 10)  # the first is on the parser thread
+        with pytest.raises(ServiceOverloaded, match=f"{bodies.MAX_PARSING} large request bodies"):
+            await bodies.parse_async(Slow, big, "application/json")
+        small = await bodies.parse_async(Model, b'{"hist_item": [[1]]}', "application/json")
+        go.set()
+        return [small, *await asyncio.gather(*busy)]
+
+    done = asyncio.run(flood())
+    assert done[0].hist_item == [[1]] and all(len(d.hist_item) == 20 for d in done[1:])
+    # The parser is free again: a big body is read.
+    assert len(asyncio.run(bodies.parse_async(Model, big, "application/json")).hist_item) == 20

@@ -5,7 +5,10 @@ users x 1000 ids, ~1 MB) that was ~50 ms during which no other request (not even
 A route that takes the raw body instead calls ``parse``, which answers exactly as FastAPI would
 (the same RequestValidationError, or a 400 carrying its cause, for errors.py to word), and
 ``parse_async`` runs it on ``PARSER``, one thread, for bodies over ``BIG_BODY_BYTES``: one thread
-is the only rival the loop meets for the GIL, however many big bodies arrive at once.
+is the only rival the loop meets for the GIL, however many big bodies arrive at once. At most
+``MAX_PARSING`` big bodies wait for it or are being read; beyond that a big body is refused at
+once, unread, as the service being overloaded (a flood of 20 maximum-size recalls spent ~40 ms
+each of the GIL to be told the recall queue was full).
 ``openapi_body`` and ``document`` put the model in the OpenAPI schema as the route's request
 body, as FastAPI does for a body parameter.
 
@@ -22,6 +25,7 @@ import asyncio
 import concurrent.futures
 import email.message
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -30,12 +34,17 @@ from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from service.domain import ServiceOverloaded
+
 M = TypeVar("M", bound=BaseModel)
 _REF = "#/components/schemas/{model}"
 
 # A 1-user recall is ~100 bytes and a 128-user one ~20 KB: parsed at once. Over this, the thread.
 BIG_BODY_BYTES = 64 * 1024
 PARSER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="body-parser")
+# Big bodies parsing or waiting to (4 maximum-size recalls fill the recall queue, MAX_QUEUE_USERS).
+MAX_PARSING = 4
+_PARSING = threading.BoundedSemaphore(MAX_PARSING)  # a TestClient's loop runs in its own thread
 
 
 def is_json(content_type: str | None) -> bool:
@@ -80,11 +89,17 @@ def _validate(model: type[M], value: Any) -> M:
 
 
 async def parse_async(model: type[M], body: bytes, content_type: str | None) -> M:
-    """``parse``, on the PARSER thread when the body is big."""
+    """``parse``, on the PARSER thread when the body is big (ServiceOverloaded if it is busy)."""
     if len(body) <= BIG_BODY_BYTES:
         return parse(model, body, content_type)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(PARSER, parse, model, body, content_type)
+    if not _PARSING.acquire(blocking=False):
+        raise ServiceOverloaded(f"{MAX_PARSING} large request bodies are already being read "
+                                f"(at most {MAX_PARSING})")
+    try:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(PARSER, parse, model, body, content_type)
+    finally:
+        _PARSING.release()
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
