@@ -146,9 +146,15 @@ def _phase(samples: list, windows: list[tuple[float, float]], idle: bool) -> lis
 
 def _probe_figures(samples: list, windows: list[tuple[float, float]]) -> dict[str, Any]:
     during, idle = _phase(samples, windows, False), _phase(samples, windows, True)
+
+    def since_flood(t: float) -> float:  # seconds since its round's flood began
+        return round(t - max(lo for lo, _ in windows if lo <= t), 3)
     return {"statuses": dict(collections.Counter(str(s[2]) for s in during)),
             "flood": summary_ms([s[1] for s in during]),
-            "idle": summary_ms([s[1] for s in idle])}
+            "idle": summary_ms([s[1] for s in idle]),
+            # When the slowest ones were sent, and how long they took: what to look at.
+            "slowest_s_and_ms": [[since_flood(t), round(1000 * d, 1)]
+                                 for t, d, _ in sorted(during, key=lambda s: -s[1])[:5]]}
 
 
 def flood(url: str, item_count: int, small_histories: list[list[int]], rounds: int,
