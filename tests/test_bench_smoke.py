@@ -87,6 +87,12 @@ def test_serve_bench_tiny(bench):
     assert all(x["errors"] == 0 and x["requests"] > 0 for x in lite["load"].values())
     assert lite["raw_search"]["batched"]["users_per_s"] > 0
     assert "exact_numpy" in out["limit"]
+    if "faiss_ivf" in out["limit"]:  # faiss-cpu comes with bench/requirements.txt
+        ann = out["limit"]["faiss_ivf"]
+        reaching = [r for r in ann["sweep"] if r["recall@50_vs_exact"] >= 0.98]
+        assert ann["setting"]["recall@50_vs_exact"] >= 0.98
+        assert ann["setting"]["nprobe"] == max(reaching, key=lambda r: r["vectors_per_s"])["nprobe"]
+        assert ann["batched"]["users_per_s"] > 0
 
 
 @pytest.mark.slow
