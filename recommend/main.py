@@ -54,9 +54,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     warn_if_exposed(settings, launch_host(settings))
     app.state.engine = engine
+    bodies.start_process()  # parses big bodies with a GIL of its own (service.bodies)
     try:
         yield
     finally:
+        bodies.stop_process()
         await run_in_threadpool(engine.close)
 
 

@@ -9,8 +9,10 @@ test_reliability_http.py, small and padded past BIG_BODY_BYTES) and must answer 
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI, Request
@@ -24,6 +26,9 @@ from test_api import BAD_BODIES
 from test_reliability_http import BATTERY
 
 Model = recall_request_model(Settings.from_env({}))
+# How the parser process builds the same model (the default limits: 256 users, 1000 ids, 1000).
+FACTORY = functools.partial(recall_request_model, SimpleNamespace(
+    MAX_BATCH_USERS=256, MAX_HISTORY_LEN=1000, MAX_TOP_K=1000))
 
 
 def _app() -> FastAPI:
@@ -37,8 +42,10 @@ def _app() -> FastAPI:
     @app.post("/ours", openapi_extra=bodies.openapi_body(Model))
     async def ours(request: Request) -> dict:
         body = await bodies.parse_async(Model, await request.body(),
-                                        request.headers.get("content-type"))
-        return body.model_dump()
+                                        request.headers.get("content-type"),
+                                        factory=FACTORY, arrays=("hist_item",))
+        return {**body.model_dump(exclude={"hist_item"}),
+                "hist_item": [list(map(int, r)) for r in body.hist_item]}
 
     bodies.document(app, [Model])
     return app
@@ -59,7 +66,11 @@ CASES = [(json.dumps(b).encode(), "application/json") for b, _ in BAD_BODIES] + 
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(_app())
+    """The app, with the parser process up (as the service's lifespan starts it)."""
+    bodies.start_process()
+    assert bodies._process_ready.result(60)
+    yield TestClient(_app())
+    bodies.stop_process()
 
 
 @pytest.mark.parametrize("big", [False, True], ids=["small", "past BIG_BODY_BYTES"])
@@ -107,6 +118,28 @@ def test_big_bodies_are_validated_on_the_parser_thread_small_ones_at_once():
     assert seen[1].startswith("body-parser")
 
 
+def test_a_valid_big_body_is_parsed_in_the_parser_process(client):
+    import asyncio
+    import os
+
+    import numpy as np
+
+    hist = [[(u * 7 + i) % 5000 + 1 for i in range(1000)] for u in range(20)] + [[9]]
+    raw = json.dumps({"top_k": 9, "hist_item": hist}).encode()
+    assert len(raw) > bodies.BIG_BODY_BYTES
+
+    async def parse():
+        return await bodies.parse_async(Model, raw, "application/json", factory=FACTORY,
+                                        arrays=("hist_item",))
+
+    parsed = asyncio.run(parse())
+    # Arrays only come from the process; the thread's model holds Python lists.
+    assert all(isinstance(r, np.ndarray) and r.dtype == np.int64 for r in parsed.hist_item)
+    assert [r.tolist() for r in parsed.hist_item] == hist
+    assert parsed.top_k == 9 and parsed.exclude_history is True
+    assert bodies._process.submit(os.getpid).result(30) != os.getpid()
+
+
 def test_the_schema_documents_the_body_as_fastapi_did(client):
     schema = client.get("/openapi.json").json()
     assert (schema["paths"]["/ours"]["post"]["requestBody"]
@@ -146,3 +179,33 @@ def test_past_max_parsing_big_bodies_a_big_body_is_refused_unread_as_overload():
     assert done[0].hist_item == [[1]] and all(len(d.hist_item) == 20 for d in done[1:])
     # The parser is free again: a big body is read.
     assert len(asyncio.run(bodies.parse_async(Model, big, "application/json")).hist_item) == 20
+
+
+def test_the_parser_process_exits_when_its_service_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = ("import os, sys, time\n"
+              "from service import bodies\n"
+              "bodies.start_process()\n"
+              "bodies._process_ready.result(60)\n"
+              "print(bodies._process.submit(os.getpid).result(30), flush=True)\n"
+              "time.sleep(60)\n")
+    service_dir = Path(__file__).resolve().parents[1] / "recommend"
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=service_dir,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        os.kill(proc.pid, signal.SIGKILL)  # no shutdown code runs
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{child}").exists(), "the parser process outlived its service"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -12,6 +12,15 @@ each of the GIL to be told the recall queue was full).
 ``openapi_body`` and ``document`` put the model in the OpenAPI schema as the route's request
 body, as FastAPI does for a body parameter.
 
+The thread still shares the process's GIL, and decoding and validating a maximum-size body are
+two C calls that hold it for ~40 ms together, the event loop waiting meanwhile. So a big body
+goes first to a parser process (``start_process``, from the app's lifespan), with a GIL of its
+own, when the caller says how to rebuild the model there (``factory``) and which fields are
+lists of id lists (``arrays``): a valid body comes back as the other fields and one int64 array
+per such field, given to the caller as a list of int64 arrays (a copy of 2 MB, not 256,000
+Python ints to unpickle), and the model is built without validating again. A body the process
+does not take (invalid, or the process not up) goes to the thread, which says what is wrong.
+
 A body is decoded by orjson (4x faster than json.loads here) and validated; a body that fails
 either step is decoded again by json.loads and validated again, and that says what is wrong:
 orjson refuses some JSON json.loads reads (NaN, a UTF-8 BOM, deep nesting) and reads integers
@@ -24,11 +33,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import email.message
+import itertools
 import json
+import logging
+import multiprocessing
+import os
+import pickle
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +62,11 @@ PARSER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix
 # Big bodies parsing or waiting to (4 maximum-size recalls fill the recall queue, MAX_QUEUE_USERS).
 MAX_PARSING = 4
 _PARSING = threading.BoundedSemaphore(MAX_PARSING)  # a TestClient's loop runs in its own thread
+log = logging.getLogger("recall.service")
+_process: concurrent.futures.ProcessPoolExecutor | None = None
+_process_ready: concurrent.futures.Future | None = None
+_process_lock = threading.Lock()
+_models: dict[bytes, type[BaseModel]] = {}  # in the parser process: models by factory
 
 
 def is_json(content_type: str | None) -> bool:
@@ -88,8 +110,13 @@ def _validate(model: type[M], value: Any) -> M:
         raise RequestValidationError(errors, body=value) from None
 
 
-async def parse_async(model: type[M], body: bytes, content_type: str | None) -> M:
-    """``parse``, on the PARSER thread when the body is big (ServiceOverloaded if it is busy)."""
+async def parse_async(model: type[M], body: bytes, content_type: str | None,
+                      factory: Callable[[], type[M]] | None = None,
+                      arrays: Sequence[str] = ()) -> M:
+    """``parse``, off the event loop when the body is big (ServiceOverloaded if the parser is
+    busy): in the parser process when ``factory`` (a picklable callable returning ``model``) is
+    given and the process is up, else on the parser thread. Fields named in ``arrays`` (lists of
+    id lists) may then come back as lists of int64 arrays."""
     if len(body) <= BIG_BODY_BYTES:
         return parse(model, body, content_type)
     if not _PARSING.acquire(blocking=False):
@@ -97,9 +124,82 @@ async def parse_async(model: type[M], body: bytes, content_type: str | None) -> 
                                 f"(at most {MAX_PARSING})")
     try:
         loop = asyncio.get_running_loop()
+        pool, ready = _process, _process_ready
+        if (factory is not None and pool is not None and ready is not None and ready.done()
+                and is_json(content_type)):
+            try:
+                got = await loop.run_in_executor(pool, _parse_valid, factory, body, tuple(arrays))
+            except BrokenProcessPool as exc:
+                log.warning("the body parser process died (%s); starting another", exc)
+                stop_process()
+                start_process()
+                got = None
+            if got is not None:
+                fields, packed = got
+                for name, (flat, lengths) in packed.items():
+                    fields[name] = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+                return model.model_construct(**fields)
         return await loop.run_in_executor(PARSER, parse, model, body, content_type)
     finally:
         _PARSING.release()
+
+
+def _parse_valid(factory: Callable[[], type[BaseModel]], body: bytes, arrays: tuple[str, ...]
+                 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]] | None:
+    """In the parser process: a valid body's fields, ``arrays`` as (flat int64, lengths);
+    None for a body that is not valid (the thread then works out what is wrong)."""
+    key = pickle.dumps(factory)
+    model = _models.get(key)
+    if model is None:
+        model = _models[key] = factory()
+    try:
+        parsed = model.model_validate(orjson.loads(body), from_attributes=True)
+    except (orjson.JSONDecodeError, ValidationError):
+        return None
+    fields = {name: getattr(parsed, name) for name in type(parsed).model_fields
+              if name not in arrays}
+    packed = {}
+    for name in arrays:
+        rows = getattr(parsed, name)
+        lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64, int(lengths.sum()))
+        packed[name] = (flat, lengths)
+    return fields, packed
+
+
+def _ready() -> bool:
+    return True
+
+
+def _exit_with(parent: int) -> None:
+    """In the parser process: exit once ``parent`` is gone (a SIGKILLed service leaves its
+    executor no chance to stop it, and the process would wait on its queue for ever)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def start_process() -> None:
+    """Start the parser process (spawned: the service has threads), importing in the background;
+    big bodies go to the thread until it is ready. Idempotent."""
+    global _process, _process_ready
+    with _process_lock:
+        if _process is None:
+            _process = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with, initargs=(os.getpid(),))
+            _process_ready = _process.submit(_ready)
+
+
+def stop_process() -> None:
+    global _process, _process_ready
+    with _process_lock:
+        pool, _process, _process_ready = _process, None, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
