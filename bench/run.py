@@ -2,7 +2,8 @@
 
     python bench/run.py                      # full: the 367,983-item catalogue (~15 min)
     python bench/run.py --quick              # a 20,000-item catalogue, fewer repeats (< 3 min)
-    python bench/run.py --only train,eval    # some of train, eval, store, serve
+    python bench/run.py --only train,eval    # some of train, eval, store, serve, flood
+    python bench/run.py --only flood         # 20 maximum-size recalls beside 1-user ones and /healthz
     python bench/run.py --backends exact,lite   # leave the Milvus server out
     python bench/run.py --save-baseline      # also write bench/results/baseline.json
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import RESULTS, WORK, log  # noqa: E402
 
-BENCHES = ("train", "eval", "store", "serve")
+BENCHES = ("train", "eval", "store", "serve", "flood")
 ALL_BACKENDS = ("exact", "lite", "server")
 PACKAGES = ("paddlepaddle", "numpy", "pymilvus", "milvus-lite", "milvus", "fastapi", "uvicorn",
             "httpx", "faiss-cpu")
@@ -93,7 +94,7 @@ def _get(d: dict, path: str):
 
 
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every target of issues 4 and 6 that the results cover: measured figure vs threshold."""
+    """Every target of issues 4 and 6 (and the flood's) that the results cover: figure vs threshold."""
     rows: list[dict[str, Any]] = []
 
     def add(issue: str, what: str, value, op: str, limit: float, unit: str = "") -> None:
@@ -128,6 +129,12 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     thr2, raw = _get(serve, "server.load_2_workers.16.users_per_s"), _get(serve, "server.raw_search.batched.users_per_s")
     if thr2 is not None and raw:
         add("14", "16-client throughput / raw batched search (server, uvicorn --workers 2)", thr2 / raw, ">=", 2 / 3)
+    flood = res.get("flood", {})
+    for b in ("lite", "server"):
+        add("flood", f"1 user /rec/recall p99 under the flood ({b})",
+            _get(flood, f"{b}.small.flood.p99_ms"), "<=", 200, "ms")
+        add("flood", f"/healthz p95 under the flood ({b})",
+            _get(flood, f"{b}.healthz.flood.p95_ms"), "<=", 50, "ms")
     return rows
 
 
@@ -189,6 +196,17 @@ def _f(v, nd=1) -> str:
     if isinstance(v, float) and abs(v) < 10 and nd == 1:
         return f"{v:.2f}"
     return f"{v:,.{nd if abs(v) < 100 else 0}f}"
+
+
+def _ann_setting(limit: dict[str, Any]) -> str:
+    """', IVF312,Flat ... nprobe 32, recall@50 0.9967 vs exact' for a calibrated ANN limit."""
+    s = limit.get("setting")
+    return (f" ({s['index']}, nprobe {s['nprobe']}: the fastest with recall@50 >= 0.98 vs exact, "
+            f"{s['recall@50_vs_exact']:.4f})") if s else ""
+
+
+def _statuses(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} x {s}" for s, n in sorted(counts.items()))
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -268,7 +286,27 @@ def markdown(res: dict[str, Any]) -> str:
                   + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in two["cpu_cores"].items())]
         L += ["", "Limit (in process, same vectors): " + "; ".join(
             f"{n}: {x['batched']['users_per_s']:.0f} users/s batched by 128, 1 user "
-            f"{x['per_user']['call']['median_ms']:.2f} ms" for n, x in sv.get("limit", {}).items())]
+            f"{x['per_user']['call']['median_ms']:.2f} ms" + _ann_setting(x)
+            for n, x in sv.get("limit", {}).items())]
+    fl = res.get("flood")
+    if fl and "error" not in fl:
+        L += ["", f"## Flood ({fl['big_request']}, per round; 2 clients of 1-user recalls and 1 "
+              "of /healthz beside them)", "",
+              "| backend | rounds | big: statuses | big median ms | 1 user: statuses | 1 user p50/p99 ms "
+              "(idle) | /healthz p50/p95/p99 ms (idle p95) |", "|---|---|---|---|---|---|---|"]
+        for b in ("lite", "server"):
+            e = fl.get(b)
+            if not e:
+                continue
+            sm, hz = e["small"], e["healthz"]
+            L.append(f"| {b} | {e['rounds']} | {_statuses(e['big']['statuses'])} | "
+                     f"{e['big']['latency']['median_ms']:.0f} | {_statuses(sm['statuses'])} | "
+                     f"{sm['flood']['median_ms']:.1f}/{sm['flood']['p99_ms']:.1f} "
+                     f"({sm['idle']['median_ms']:.1f}/{sm['idle']['p99_ms']:.1f}) | "
+                     f"{hz['flood']['median_ms']:.1f}/{hz['flood']['p95_ms']:.1f}/"
+                     f"{hz['flood']['p99_ms']:.1f} ({hz['idle']['p95_ms']:.1f}) |")
+            for what, n in e["big"].get("refused", {}).items():
+                L.append(f"| | | {n} x {what} | | | | |")
     cmp_rows = res.get("comparison") or []
     if cmp_rows:
         slower = [r for r in cmp_rows if r["slower"]]
@@ -310,14 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     log(f"profile {profile}: {', '.join(only)}; backends {', '.join(backends)}; "
         f"load average {res['machine']['loadavg_start']}")
     # Data and model first, outside the timed parts.
-    if set(only) & {"eval", "store", "serve"}:
+    if set(only) & {"eval", "store", "serve", "flood"}:
         common.ensure_model(common.PROFILES[profile])
     else:
         common.ensure_data(common.PROFILES[profile])
 
     server = None
     server_uri = args.milvus_uri
-    need_server = "server" in backends and set(only) & {"eval", "store", "serve"} and not server_uri
+    need_server = "server" in backends and set(only) & {"eval", "store", "serve", "flood"} and not server_uri
     if args.reuse_parts:
         need_server = False
         res["notes"].append("reported from the part results of an earlier run (--reuse-parts); "

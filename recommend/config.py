@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     # --- overload -------------------------------------------------------------------
     MAX_QUEUE_USERS: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         1024, description="Users waiting for a recall pass beyond which a request gets 503 "
-        "(the service is overloaded); 4 full batches by default"
+        "(the service is overloaded); 4 full batches by default, in each of the two lanes "
+        "(ordinary and heavy requests)"
     )
     QUEUE_WAIT_SECONDS: Annotated[float, Field(gt=0, le=600)] = Field(
         2.0, description="Longest a recall request waits for a pass to take it, then 503"

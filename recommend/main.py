@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from config import Settings, get_settings
-from service import errors, metrics, protocol
+from service import bodies, errors, metrics, protocol
 from service.limits import BodySizeLimit
 from service.request_id import RequestIdMiddleware
 from service.routes import health, rec
@@ -54,9 +54,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     warn_if_exposed(settings, launch_host(settings))
     app.state.engine = engine
+    bodies.start_process()  # parses big bodies with a GIL of its own (service.bodies)
     try:
         yield
     finally:
+        bodies.stop_process()
         await run_in_threadpool(engine.close)
 
 
@@ -77,7 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(ExposureWatch, settings=settings)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.MAX_BODY_BYTES)
-    app.include_router(rec.build_router(settings))
+    recall_router = rec.build_router(settings)
+    app.include_router(recall_router)
+    bodies.document(app, recall_router.body_models)
     app.include_router(health.router)
     app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
     app.add_middleware(RequestIdMiddleware)

@@ -170,11 +170,11 @@ def test_a_queue_wait_just_after_a_slow_search_is_blamed_on_milvus():
     engine = RecallEngine(tower, TimingStore(slow, timeout=5.0, uri="http://slow:19530"),
                           queue_wait=0.2)
     overloaded = ServiceOverloaded("waited 0.2 s for a turn")
-    assert engine._blame(overloaded) is overloaded  # no slow search yet
+    assert engine._blame(engine._recall_batcher, overloaded) is overloaded  # no slow search yet
     assert sorted(engine.recall([[1, 3]], top_k=2)[0]) == [2, 4]  # one 0.3 s search
-    assert isinstance(engine._blame(overloaded), MilvusUnavailable)
+    assert isinstance(engine._blame(engine._recall_batcher, overloaded), MilvusUnavailable)
     time.sleep(0.25)
-    assert engine._blame(overloaded) is overloaded
+    assert engine._blame(engine._recall_batcher, overloaded) is overloaded
     engine.close()
 
 
@@ -292,3 +292,74 @@ def test_overload_is_a_503_with_retry_after_that_names_the_service_not_milvus():
     assert r.headers["retry-after"] == "1"
     assert r.json()["detail"].startswith("the recall service is overloaded, try again shortly")
     assert "Milvus" not in r.json()["detail"]
+
+
+# ------------------------------------------------------------------ the heavy lane
+def test_a_heavy_query_has_a_lane_of_its_own_and_searches_in_small_calls():
+    """Unit level, real engine and recall_many: a 1-user recall is answered while a heavy pass
+    (users x depth over HEAVY_COST) is stuck in its search, and that search asks for at most
+    HEAVY_HITS_PER_CALL hits per call."""
+    import numpy as np
+
+    from service import engine as engine_module
+    from service.engine import HEAVY_COST, HEAVY_HITS_PER_CALL, RecallEngine, query_cost
+    from test_retrieval import TinyTower, exact_search
+
+    class WideTower(TinyTower):
+        item_count = 10**6
+
+        def known_items(self, history):
+            h = np.asarray(history, dtype=np.int64)
+            return h[h > 0]
+
+    tower, calls = WideTower(), []
+    held, release = threading.Event(), threading.Event()
+
+    class RecordingStore:
+        timeout, uri = 10.0, "http://recording:19530"
+
+        def search(self, vectors, k):
+            heavy = threading.current_thread().name.endswith("heavy")
+            calls.append((heavy, len(vectors) * k))
+            if heavy:
+                held.set()
+                assert release.wait(10)
+            return exact_search(tower.items)(vectors, k)
+
+        def close(self):
+            pass
+
+    engine = RecallEngine(tower, RecordingStore(), queue_wait=30)
+    heavy = _query([[1, 3, *range(10, 1000)]] * 100, 1000)  # 100 users x depth ~2,000
+    assert query_cost(heavy) > HEAVY_COST >= query_cost(_query([[1, 3]], 10))
+    lane, ticket = engine._submit(heavy)
+    assert lane is engine._heavy_batcher and held.wait(10)
+    assert engine.recall([[1, 3]], top_k=2) == [[2, 4]]  # while the heavy search is held
+    release.set()
+    rows = ticket.result(10)
+    assert rows == engine_module.recall_many(tower, exact_search(tower.items), [heavy])[0]
+    heavy_calls = [hits for is_heavy, hits in calls if is_heavy]
+    assert len(heavy_calls) > 1 and max(heavy_calls) <= HEAVY_HITS_PER_CALL
+    assert [hits for is_heavy, hits in calls if not is_heavy] == [2 * (2 + 2)]  # 2 vectors, 1 call
+    engine.close()
+
+
+def test_a_chunked_search_answers_as_one_call_does():
+    import numpy as np
+
+    from service.engine import chunked_search
+
+    rng = np.random.default_rng(5)
+    items = rng.standard_normal((500, 8)).astype(np.float32)
+    vectors = rng.standard_normal((37, 8)).astype(np.float32)
+
+    def search(q, k):  # row by row: BLAS would round a batch of another size differently
+        scores = np.stack([items @ row for row in q])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return order + 1, np.take_along_axis(scores, order, axis=1)
+
+    whole = search(vectors, 60)
+    for max_hits in (60, 61, 600, 37 * 60, 10**6):
+        got = chunked_search(search, max_hits)(vectors, 60)
+        np.testing.assert_array_equal(got[0], whole[0])
+        np.testing.assert_array_equal(got[1], whole[1])

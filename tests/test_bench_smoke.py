@@ -27,6 +27,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
 
     common.WORK = Path(os.environ["BENCH_WORK"])
     import eval_bench
+    import flood_bench
     import run
     import serve_bench
     import store_bench
@@ -34,7 +35,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
 
     run.WORK = common.WORK
     yield {"common": common, "train": train_bench, "eval": eval_bench, "store": store_bench,
-           "serve": serve_bench, "run": run, "tiny": common.PROFILES["tiny"]}
+           "serve": serve_bench, "flood": flood_bench, "run": run, "tiny": common.PROFILES["tiny"]}
     sys.path.remove(str(BENCH))
 
 
@@ -86,6 +87,37 @@ def test_serve_bench_tiny(bench):
     assert all(x["errors"] == 0 and x["requests"] > 0 for x in lite["load"].values())
     assert lite["raw_search"]["batched"]["users_per_s"] > 0
     assert "exact_numpy" in out["limit"]
+    if "faiss_ivf" in out["limit"]:  # faiss-cpu comes with bench/requirements.txt
+        ann = out["limit"]["faiss_ivf"]
+        reaching = [r for r in ann["sweep"] if r["recall@50_vs_exact"] >= 0.98]
+        assert ann["setting"]["recall@50_vs_exact"] >= 0.98
+        assert ann["setting"]["nprobe"] == max(reaching, key=lambda r: r["vectors_per_s"])["nprobe"]
+        assert ann["batched"]["users_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_flood_bench_tiny(bench):
+    out = bench["flood"].run(bench["tiny"], backends=("lite",))["lite"]
+    assert out["big"]["requests"] == 20 and sum(out["big"]["statuses"].values()) == 20
+    assert out["big_body_bytes"] > 1 << 20  # 256 x 1000 ids: over the default 1 MiB limit
+    # Every big request was answered: 200, or the overload 503 (never a reset or a 5xx else).
+    assert set(out["big"]["statuses"]) <= {"200", "503"}, out["big"]
+    for probe in ("small", "healthz"):
+        assert out[probe]["flood"]["n"] > 0 and out[probe]["idle"]["n"] > 0
+    assert set(out["healthz"]["statuses"]) == {"200"}
+
+
+def test_flood_targets_are_checked():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(BENCH))
+    res = {"flood": {"lite": {"small": {"flood": {"p99_ms": 150.0}},
+                              "healthz": {"flood": {"p95_ms": 80.0}}}}}
+    rows = {t["target"]: t["status"] for t in run.targets(res)}
+    assert rows == {"1 user /rec/recall p99 under the flood (lite)": "PASS",
+                    "/healthz p95 under the flood (lite)": "MISS"}
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@
   loads the items at start-up instead.
 * Milvus server (marked `server`): two service processes on one server running insert_data
   at the same time under recall traffic: no 5xx, no empty or wrong answer, the final count is
-  the item table's, no leftover collection.
+  the item table's, no leftover collection. `uvicorn --workers 2` with PROMETHEUS_MULTIPROC_DIR:
+  recalls spread over both workers and /metrics, from either worker, counts every one.
 """
 
 from __future__ import annotations
@@ -213,3 +214,75 @@ def test_two_services_inserting_at_once_on_one_server(request, two_epochs, tmp_p
                 with s.client(timeout=60) as http:
                     http.post("/qa/drop", headers=AUTH)
             s.stop()
+
+
+def _counts_per_worker(prom_dir: Path, route: str = "/rec/recall") -> dict[str, float]:
+    """Each worker's own count of 200s on ``route``, from its file in PROMETHEUS_MULTIPROC_DIR."""
+    from prometheus_client import multiprocess
+
+    counts = {}
+    for path in sorted(prom_dir.glob("counter_*.db")):
+        total = 0.0
+        for metric in multiprocess.MultiProcessCollector.merge([str(path)], accumulate=True):
+            for s in metric.samples:
+                if (s.name == "recall_http_requests_total" and s.labels.get("route") == route
+                        and s.labels.get("status") == "200"):
+                    total += s.value
+        counts[path.stem.split("_", 1)[1]] = total  # counter_<pid>.db
+    return counts
+
+
+def _scraped_recalls(text: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("recall_http_requests_total{") and 'route="/rec/recall"' in line
+               and 'status="200"' in line)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_metrics_of_two_workers_count_every_request(request, tiny_model, tmp_path):
+    """`uvicorn --workers 2` on a Milvus server with PROMETHEUS_MULTIPROC_DIR: recalls spread
+    over both workers (each connection is new), and /metrics, whichever worker answers it,
+    counts all of them."""
+    server = request.getfixturevalue("milvus_server")
+    prom = tmp_path / "prometheus"
+    prom.mkdir()
+    collection = f"metrics_{uuid.uuid4().hex[:8]}"
+    service = Service(tmp_path, {"MODEL_CONFIG_PATH": str(tiny_model[0]), "MILVUS_URI": server.uri,
+                                 "DEFAULT_COLLECTION": collection, "API_TOKEN": TOKEN,
+                                 "PROMETHEUS_MULTIPROC_DIR": str(prom)},
+                      name="two_workers", args=["--workers", "2"])
+    service.start(timeout=180)
+    try:
+        with service.client(timeout=120) as http:
+            assert insert(http).status_code == 200
+        sent = 0
+        while sent < 400:  # until both workers have answered some (each request: a new connection)
+            for _ in range(20):
+                r = httpx.post(f"{service.base}/rec/recall", json=GOOD, timeout=60)
+                assert r.status_code == 200, r.text
+                sent += 1
+            per_worker = _counts_per_worker(prom)
+            if len(per_worker) == 2 and all(per_worker.values()):
+                break
+        assert len(per_worker) == 2 and all(per_worker.values()), per_worker
+        print(f"{sent} recalls, per worker: {per_worker}")
+        # Each worker counts its answer just after sending it: wait for the last one.
+        deadline = time.monotonic() + 10
+        while sum(_counts_per_worker(prom).values()) < sent:
+            assert time.monotonic() < deadline, _counts_per_worker(prom)
+            time.sleep(0.1)
+        for scrapes in range(1, 201):  # new connections, until both workers have answered some
+            scrape = httpx.get(f"{service.base}/metrics", timeout=30)
+            assert scrape.status_code == 200
+            assert _scraped_recalls(scrape.text) == sent
+            # (a scrape is counted just after it is answered: the last one may not be yet)
+            if scrapes >= 10 and len([n for n in _counts_per_worker(prom, "/metrics").values()
+                                      if n]) == 2:
+                break
+        assert len([n for n in _counts_per_worker(prom, "/metrics").values() if n]) == 2
+    finally:
+        if service.alive():
+            with service.client(timeout=60) as http:
+                http.post("/qa/drop", headers=AUTH)
+        service.stop()

@@ -129,6 +129,23 @@ def test_hand_battery_gets_4xx_with_a_message_and_the_service_stays_correct(
     running.still_answers()
 
 
+def test_a_body_read_by_the_parser_process_gets_the_answers_of_small_requests(running):
+    """A body past 64 KiB is decoded and validated in the service's parser process; its users
+    get exactly what they get in requests of 8 users (parsed on the event loop)."""
+    hist = [[(u * 13 + i * 7) % 399 + 1 for i in range(60)] for u in range(256)]
+    body = json.dumps({"top_k": 20, "hist_item": hist}).encode()
+    assert len(body) > 64 * 1024
+    r = running.http.post("/rec/recall", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text[:500]
+    small = []
+    for lo in range(0, len(hist), 8):
+        part = running.http.post("/rec/recall", json={"top_k": 20, "hist_item": hist[lo:lo + 8]})
+        assert part.status_code == 200, part.text
+        small += part.json()
+    assert r.json() == small
+    running.still_answers()
+
+
 HEAD = (b"POST /rec/recall HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
 LIMIT = 1024 * 1024  # the default MAX_BODY_BYTES
 

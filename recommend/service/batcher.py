@@ -100,6 +100,7 @@ class MicroBatcher(Generic[Q, R]):
         self._shared_errors = shared_errors
         self.max_queued, self.max_wait = max_queued, max_wait
         self._on_pass = on_pass  # (tickets, seconds) after each pass, for metrics
+        self.name = name  # also its worker thread's
         self._pending: collections.deque[Ticket] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False

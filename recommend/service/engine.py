@@ -4,12 +4,22 @@ Written for concurrent callers: recall requests are queued and answered together
 one model pass and one Milvus search per batch (service.batcher); the model runs
 one batch at a time (paddle's eager mode is not documented as thread-safe); one
 writer at a time changes the collection.
+
+Two lanes, each a batcher with its own worker and queue: heavy queries (users x search depth
+over HEAVY_COST, such as 256 users x 1000 clicks with top_k 1000, a pass of ~1 s) have one to
+themselves, so an ordinary recall never waits for such a pass to end; it only shares the model
+(its forward pass: histories are cut to the model's maxlen, so ~as long as any 256-user pass)
+and Milvus with it. Milvus Lite answers one search at a time, so the heavy lane searches in
+calls of at most HEAVY_HITS_PER_CALL hits (16 vectors x 2,000): an ordinary search waits for one
+of those (measured <= 40 ms), not for a whole heavy search (2 s beside a 1,024 x 2,000 one); and
+decoding a small answer never holds the GIL, the event loop's, for long (~50 ms for 2 M hits).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
@@ -34,11 +44,34 @@ class InsertResult:
     seconds: float
 
 
+# Queries costing more than this (users x search depth) go to the heavy lane: ~256 users x 256.
+HEAVY_COST = 64 * 1024
+# Hits (query vectors x depth) per Milvus search call of the heavy lane.
+HEAVY_HITS_PER_CALL = 32 * 1024
+
+
 def search_depth(query: RecallQuery) -> int:
     """Hits per interest vector the query needs: top_k, plus its history when left out
     (an upper bound of recall_many's figure, cheap enough to take on the event loop)."""
     extra = max(map(len, query.histories), default=0) if query.exclude_history else 0
     return query.top_k + extra
+
+
+def query_cost(query: RecallQuery) -> int:
+    """What a query adds to a pass: users x search depth (hits per interest vector)."""
+    return len(query.histories) * search_depth(query)
+
+
+def chunked_search(search: Callable, max_hits: int) -> Callable:
+    """``search`` that splits a request of more than ``max_hits`` hits into several calls
+    (each vector's hits are its own: the answer is the same)."""
+    def chunked(vectors: np.ndarray, k: int):
+        rows = max(1, max_hits // k)
+        if len(vectors) <= rows:
+            return search(vectors, k)
+        parts = [search(vectors[lo:lo + rows], k) for lo in range(0, len(vectors), rows)]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return chunked
 
 
 class _SerialTower:
@@ -81,22 +114,24 @@ class RecallEngine:
         self.recall_deadline = store.timeout
         self.queue_wait = queue_wait
         self._milvus_failed_at = -float("inf")  # when a pass last failed for Milvus
-        self._searching_since: float | None = None
-        self._slow_search_ended = -float("inf")  # when a search that outlasted a turn ended
+        self._searching_since: dict[str, float] = {}  # lane -> since when its search runs
+        self._slow_search_ended: dict[str, float] = {}  # lane -> when a search outlasting a turn ended
         # Concurrent recall requests share one model pass and one search, up to
         # max_batch_users users (MAX_BATCH_USERS keeps that within Milvus's nq limit), and
-        # only with requests of a similar search depth (top_k + history to leave out).
-        self._recall_batcher = MicroBatcher(
-            self._answer_recalls,
+        # only with requests of a similar search depth (top_k + history to leave out); heavy
+        # ones in a lane of their own. Each lane queues at most max_queue_users users.
+        self._recall_batcher, self._heavy_batcher = (MicroBatcher(
+            functools.partial(self._answer_recalls, max_hits=max_hits),
             max_batch=max_batch_users,
             size_of=lambda q: len(q.histories),
             depth_of=search_depth,
             shared_errors=(MilvusUnavailable, CollectionMissing, ModelMismatch),
-            name="recall-batcher",
+            name=name,
             max_queued=max_queue_users,
             max_wait=queue_wait,
             on_pass=on_pass,
-        )
+        ) for name, max_hits in (("recall-batcher", None),
+                                 ("recall-batcher-heavy", HEAVY_HITS_PER_CALL)))
 
     @classmethod
     def open(cls, settings: Settings,
@@ -152,30 +187,35 @@ class RecallEngine:
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
     ) -> list[list[int]]:
         """Up to top_k item ids per user, best first (see mind.retrieval.recall_many)."""
-        ticket = self._recall_batcher.submit(RecallQuery(histories, top_k, exclude_history))
+        lane, ticket = self._submit(RecallQuery(histories, top_k, exclude_history))
         while True:
             try:
-                return ticket.result(timeout=self._keep_waiting(ticket))
+                return ticket.result(timeout=self._keep_waiting(lane, ticket))
             except concurrent.futures.TimeoutError:
                 continue
             except ServiceOverloaded as exc:
-                raise self._blame(exc) from None
+                raise self._blame(lane, exc) from None
 
     async def recall_async(
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
     ) -> list[list[int]]:
         """``recall`` for the event loop: awaits the batcher without holding a thread."""
-        ticket = self._recall_batcher.submit(RecallQuery(histories, top_k, exclude_history))
+        lane, ticket = self._submit(RecallQuery(histories, top_k, exclude_history))
         waiter = asyncio.wrap_future(ticket)
         while True:
-            done, _ = await asyncio.wait({waiter}, timeout=self._keep_waiting(ticket))
+            done, _ = await asyncio.wait({waiter}, timeout=self._keep_waiting(lane, ticket))
             if done:
                 try:
                     return waiter.result()
                 except ServiceOverloaded as exc:
-                    raise self._blame(exc) from None
+                    raise self._blame(lane, exc) from None
 
-    def _keep_waiting(self, ticket: Ticket) -> float:
+    def _submit(self, query: RecallQuery) -> tuple[MicroBatcher, Ticket]:
+        """Queue ``query`` in its lane."""
+        lane = self._heavy_batcher if query_cost(query) > HEAVY_COST else self._recall_batcher
+        return lane, lane.submit(query)
+
+    def _keep_waiting(self, lane: MicroBatcher, ticket: Ticket) -> float:
         """Seconds to wait for ``ticket`` before checking again; raises once it is too late.
 
         Queued past queue_wait: the service is overloaded. Queued for MILVUS_TIMEOUT behind a
@@ -186,7 +226,7 @@ class RecallEngine:
         now = time.monotonic()
         started = ticket.started_at
         if started is None:
-            stuck = self._recall_batcher.pass_started
+            stuck = lane.pass_started
             waited = now - ticket.queued_at
             if (stuck is not None and min(now - stuck, waited) >= self.recall_deadline
                     and ticket.cancel()):
@@ -194,9 +234,9 @@ class RecallEngine:
             if waited >= self.queue_wait and ticket.cancel():
                 # Waiting on a slow pass, or right after Milvus failed, is Milvus's doing,
                 # not a long queue: say so, with the Milvus message.
-                raise self._blame(ServiceOverloaded(
+                raise self._blame(lane, ServiceOverloaded(
                     f"waited {waited:.1f} s for a turn (QUEUE_WAIT_SECONDS={self.queue_wait:g}); "
-                    f"{self._recall_batcher.queued_users} users queued"))
+                    f"{lane.queued_users} users queued"))
             # Taken just now, or still queued: check again at the earlier of both limits.
             return max(0.01, min(self.queue_wait - waited, self.recall_deadline))
         left = started + self.recall_deadline - now
@@ -206,7 +246,7 @@ class RecallEngine:
 
     @property
     def queued_users(self) -> int:
-        return self._recall_batcher.queued_users
+        return self._recall_batcher.queued_users + self._heavy_batcher.queued_users
 
     def _late(self) -> MilvusUnavailable:
         return MilvusUnavailable(
@@ -215,32 +255,35 @@ class RecallEngine:
         )
 
     def _timed_search(self, search: Callable) -> Callable:
-        """``search`` that records since when a Milvus search is under way."""
+        """``search`` that records since when each lane's Milvus search is under way."""
         def timed(vectors, k):
-            self._searching_since = start = time.monotonic()
+            lane = threading.current_thread().name
+            self._searching_since[lane] = start = time.monotonic()
             try:
                 return search(vectors, k)
             finally:
-                self._searching_since = None
+                self._searching_since.pop(lane, None)
                 if time.monotonic() - start >= self.queue_wait:
-                    self._slow_search_ended = time.monotonic()
+                    self._slow_search_ended[lane] = time.monotonic()
         return timed
 
-    def _blame(self, exc: ServiceOverloaded) -> Exception:
+    def _blame(self, lane: MicroBatcher, exc: ServiceOverloaded) -> Exception:
         """A queue wait that a failed or slow Milvus caused is Milvus's 503, not overload:
-        Milvus failed a pass lately, or a search outlasted a turn (under way, or it just ended:
-        the batcher expires the queue only after such a pass, e.g. the first after a restart)."""
-        now, since = time.monotonic(), self._searching_since
+        Milvus failed a pass lately, or the lane's search outlasted a turn (under way, or it just
+        ended: the batcher expires its queue only after such a pass, e.g. the first after a restart)."""
+        now, since = time.monotonic(), self._searching_since.get(lane.name)
         if (now - self._milvus_failed_at < 2 * self.recall_deadline
-                or now - self._slow_search_ended < self.queue_wait
+                or now - self._slow_search_ended.get(lane.name, -float("inf")) < self.queue_wait
                 or (since is not None and now - since >= self.queue_wait)):
             return self._late()
         return exc
 
-    def _answer_recalls(self, queries: Sequence[RecallQuery]) -> list[list[list[int]]]:
+    def _answer_recalls(self, queries: Sequence[RecallQuery], max_hits: int | None = None
+                        ) -> list[list[list[int]]]:
+        search = self.search if max_hits is None else chunked_search(self.search, max_hits)
         unknown: list[int] = []
         try:
-            answers = recall_many(self._serial_tower, self.search, queries, unknown=unknown)
+            answers = recall_many(self._serial_tower, search, queries, unknown=unknown)
         except MilvusUnavailable:
             self._milvus_failed_at = time.monotonic()
             raise
@@ -293,4 +336,5 @@ class RecallEngine:
 
     def close(self) -> None:
         self._recall_batcher.close()
+        self._heavy_batcher.close()
         self.store.close()

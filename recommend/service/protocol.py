@@ -4,7 +4,8 @@
 `uvicorn main:app` gives the app no say over the server's protocol (uvicorn picks its protocol
 class before it imports the app), so ``install`` wraps the parser callbacks of uvicorn's
 httptools protocol, the one it uses when httptools is installed (requirements.txt), in place.
-With ``--http h11`` only h11's own head limit applies (``--h11-max-incomplete-event-size``).
+With ``--http h11`` only h11's own head limit applies (``--h11-max-incomplete-event-size``, which
+bounds an incomplete head only: README, "Protocol limits").
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=StatusResponse, summary="The process is up")
-def healthz() -> StatusResponse:
+async def healthz() -> StatusResponse:
+    # async: answered on the event loop, with no hop to the thread pool and back (each hop
+    # waits for the GIL, which the recall workers hold much of the time under load)
     return StatusResponse()
 
 

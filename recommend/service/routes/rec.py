@@ -3,17 +3,21 @@
 Routes are plain ``def``: FastAPI runs them in its thread pool, so a long
 insert_data or a Milvus call never blocks the event loop. /rec/recall is the
 exception: it only queues the request for the engine's recall batcher and awaits
-the answer, so a waiting request holds no thread.
+the answer, so a waiting request holds no thread. It reads its body itself
+(service.bodies: a big one is parsed and validated off the event loop) and writes
+its answer with orjson (~1 ms for 256 x 1000 ids, against ~40 ms for json.dumps).
 """
 
-import json
+import functools
+from types import SimpleNamespace
 from typing import Any
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from config import Settings
+from service import bodies
 from service.deps import EngineDep, TokenDep
 from service.schemas import (
     CountResponse,
@@ -24,16 +28,6 @@ from service.schemas import (
     ValidationErrorResponse,
     recall_request_model,
 )
-
-# Answers with more ids than this are written in the thread pool: a 256 x 1000 answer took
-# the event loop (and /healthz with it) for a noticeable time.
-_BIG_ANSWER_IDS = 20_000
-
-
-def _json_answer(rows: list[list[int]]) -> Response:
-    """The rows as JSON bytes (plain ints need no pydantic encoding pass)."""
-    return Response(json.dumps(rows, separators=(",", ":")), media_type="application/json")
-
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Milvus is unreachable, or the service is "
@@ -51,6 +45,10 @@ def build_router(settings: Settings) -> APIRouter:
     """The endpoints, with this service's request limits in their schemas."""
     router = APIRouter(tags=["recall"])
     RecallRequest = recall_request_model(settings)
+    # How the body parser process builds the same model (the settings stay here).
+    rebuild = functools.partial(recall_request_model, SimpleNamespace(
+        MAX_BATCH_USERS=settings.MAX_BATCH_USERS, MAX_HISTORY_LEN=settings.MAX_HISTORY_LEN,
+        MAX_TOP_K=settings.MAX_TOP_K))
 
     @router.post(
         "/rec/insert_data",
@@ -81,12 +79,15 @@ def build_router(settings: Settings) -> APIRouter:
             422: {"model": ValidationErrorResponse, "description": "What is wrong, and where"},
             **_UNAVAILABLE,
         },
+        openapi_extra=bodies.openapi_body(RecallRequest),
     )
-    async def recall(body: RecallRequest, engine: EngineDep) -> Response:  # type: ignore[valid-type]
+    async def recall(request: Request, engine: EngineDep) -> Response:
+        body: Any = await bodies.parse_async(RecallRequest, await request.body(),
+                                             request.headers.get("content-type"),
+                                             factory=rebuild, arrays=("hist_item",))
         rows = await engine.recall_async(body.hist_item, body.top_k, body.exclude_history)
-        if sum(map(len, rows)) > _BIG_ANSWER_IDS:
-            return await run_in_threadpool(_json_answer, rows)
-        return _json_answer(rows)
+        # Plain ints need no pydantic encoding pass.
+        return Response(orjson.dumps(rows), media_type="application/json")
 
     @router.post(
         "/rec/count",
@@ -112,4 +113,5 @@ def build_router(settings: Settings) -> APIRouter:
             responses={**_AUTH, **_CONFLICT, **_UNAVAILABLE},
             operation_id=f"drop_{path.strip('/').replace('/', '_')}",
         )
+    router.body_models = [RecallRequest]  # type: ignore[attr-defined]  # for bodies.document
     return router

@@ -1,0 +1,211 @@
+"""service.bodies: /rec/recall's own body reading answers exactly as FastAPI's body parameter did,
+and a big body is parsed and validated on the parser thread, not on the event loop.
+
+Two routes on one real FastAPI app with the service's error handlers, one taking the request
+model as a FastAPI body parameter, the other reading the raw body through bodies.parse_async,
+get the same bodies (the 422 cases of test_api.py and the hand battery of
+test_reliability_http.py, small and padded past BIG_BODY_BYTES) and must answer alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from types import SimpleNamespace
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+from pydantic import field_validator
+
+from config import Settings
+from service import bodies, errors
+from service.schemas import recall_request_model
+from test_api import BAD_BODIES
+from test_reliability_http import BATTERY
+
+Model = recall_request_model(Settings.from_env({}))
+# How the parser process builds the same model (the default limits: 256 users, 1000 ids, 1000).
+FACTORY = functools.partial(recall_request_model, SimpleNamespace(
+    MAX_BATCH_USERS=256, MAX_HISTORY_LEN=1000, MAX_TOP_K=1000))
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    errors.install(app)
+
+    @app.post("/fastapi")
+    def by_fastapi(body: Model) -> dict:  # type: ignore[valid-type]
+        return body.model_dump()
+
+    @app.post("/ours", openapi_extra=bodies.openapi_body(Model))
+    async def ours(request: Request) -> dict:
+        body = await bodies.parse_async(Model, await request.body(),
+                                        request.headers.get("content-type"),
+                                        factory=FACTORY, arrays=("hist_item",))
+        return {**body.model_dump(exclude={"hist_item"}),
+                "hist_item": [list(map(int, r)) for r in body.hist_item]}
+
+    bodies.document(app, [Model])
+    return app
+
+
+CASES = [(json.dumps(b).encode(), "application/json") for b, _ in BAD_BODIES] + [
+    (body, ctype) for _, body, ctype, _ in BATTERY] + [
+    (b'{"top_k": 7, "hist_item": [[1, 2], [3]], "exclude_history": false}', "application/json"),
+    (b'{"hist_item": [[18446744073709551616]]}', "application/json"),  # orjson: a float
+    (b'{"hist_item": [[1e400]]}', "application/json"),
+    (b'\xef\xbb\xbf{"hist_item": [[1]]}', "application/json"),  # a UTF-8 BOM
+    (b'{"hist_item": [[1]], "hist_item": [[2]]}', "application/json"),
+    (b'{"hist_item": [[1]]}', "application/vnd.api+json"),
+    (b"", "application/json"),
+    (b'{"hist_item": [["\\ud800"]]}', "application/json"),
+]
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    """The app, with the parser process up (as the service's lifespan starts it)."""
+    bodies.start_process()
+    assert bodies._process_ready.result(60)
+    yield TestClient(_app())
+    bodies.stop_process()
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small", "past BIG_BODY_BYTES"])
+@pytest.mark.parametrize(("body", "ctype"), CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_answers_as_a_fastapi_body_parameter_does(client, body, ctype, big):
+    if big:  # leading whitespace is still the same JSON document
+        body = b" " * (bodies.BIG_BODY_BYTES + 1) + body if body else body
+    headers = {"Content-Type": ctype} if ctype else {}
+    want = client.post("/fastapi", content=body, headers=headers)
+    got = client.post("/ours", content=body, headers=headers)
+    assert (got.status_code, got.json()) == (want.status_code, want.json())
+    assert want.status_code in (200, 422)
+
+
+def test_a_maximum_size_body_is_accepted_as_it_was():
+    hist = [[(u * 1000 + i) % 400_000 + 1 for i in range(1000)] for u in range(256)]
+    raw = json.dumps({"top_k": 1000, "hist_item": hist}).encode()
+    assert len(raw) > bodies.BIG_BODY_BYTES
+    parsed = bodies.parse(Model, raw, "application/json")
+    assert parsed.hist_item == hist and parsed.top_k == 1000
+
+
+def test_big_bodies_are_validated_on_the_parser_thread_small_ones_at_once():
+    import asyncio
+
+    seen: list[str] = []
+
+    class Watched(Model):  # type: ignore[valid-type, misc]
+        @field_validator("hist_item")
+        @classmethod
+        def where(cls, value):
+            seen.append(threading.current_thread().name)
+            return value
+
+    small = b'{"hist_item": [[1, 2]]}'
+    big = json.dumps({"hist_item": [list(range(1, 1001))] * 20}).encode()
+    assert len(big) > bodies.BIG_BODY_BYTES >= len(small)
+
+    async def both() -> None:
+        await bodies.parse_async(Watched, small, "application/json")
+        await bodies.parse_async(Watched, big, "application/json")
+
+    asyncio.run(both())
+    assert seen[0] == threading.current_thread().name
+    assert seen[1].startswith("body-parser")
+
+
+def test_a_valid_big_body_is_parsed_in_the_parser_process(client):
+    import asyncio
+    import os
+
+    import numpy as np
+
+    hist = [[(u * 7 + i) % 5000 + 1 for i in range(1000)] for u in range(20)] + [[9]]
+    raw = json.dumps({"top_k": 9, "hist_item": hist}).encode()
+    assert len(raw) > bodies.BIG_BODY_BYTES
+
+    async def parse():
+        return await bodies.parse_async(Model, raw, "application/json", factory=FACTORY,
+                                        arrays=("hist_item",))
+
+    parsed = asyncio.run(parse())
+    # Arrays only come from the process; the thread's model holds Python lists.
+    assert all(isinstance(r, np.ndarray) and r.dtype == np.int64 for r in parsed.hist_item)
+    assert [r.tolist() for r in parsed.hist_item] == hist
+    assert parsed.top_k == 9 and parsed.exclude_history is True
+    assert bodies._process.submit(os.getpid).result(30) != os.getpid()
+
+
+def test_the_schema_documents_the_body_as_fastapi_did(client):
+    schema = client.get("/openapi.json").json()
+    assert (schema["paths"]["/ours"]["post"]["requestBody"]
+            == schema["paths"]["/fastapi"]["post"]["requestBody"])
+    assert schema["components"]["schemas"][Model.__name__]["properties"]["hist_item"]["maxItems"] == 256
+
+
+def test_past_max_parsing_big_bodies_a_big_body_is_refused_unread_as_overload():
+    import asyncio
+
+    from service.domain import ServiceOverloaded
+
+    held, go = threading.Event(), threading.Event()
+
+    class Slow(Model):  # type: ignore[valid-type, misc]
+        @field_validator("hist_item")
+        @classmethod
+        def hold(cls, value):
+            held.set()
+            assert go.wait(10)
+            return value
+
+    big = json.dumps({"hist_item": [list(range(1, 1001))] * 20}).encode()
+
+    async def flood() -> list:
+        loop = asyncio.get_running_loop()
+        busy = [asyncio.ensure_future(bodies.parse_async(Slow, big, "application/json"))
+                for _ in range(bodies.MAX_PARSING)]
+        await loop.run_in_executor(None, held.wait, 10)  # the first is on the parser thread
+        with pytest.raises(ServiceOverloaded, match=f"{bodies.MAX_PARSING} large request bodies"):
+            await bodies.parse_async(Slow, big, "application/json")
+        small = await bodies.parse_async(Model, b'{"hist_item": [[1]]}', "application/json")
+        go.set()
+        return [small, *await asyncio.gather(*busy)]
+
+    done = asyncio.run(flood())
+    assert done[0].hist_item == [[1]] and all(len(d.hist_item) == 20 for d in done[1:])
+    # The parser is free again: a big body is read.
+    assert len(asyncio.run(bodies.parse_async(Model, big, "application/json")).hist_item) == 20
+
+
+def test_the_parser_process_exits_when_its_service_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = ("import os, sys, time\n"
+              "from service import bodies\n"
+              "bodies.start_process()\n"
+              "bodies._process_ready.result(60)\n"
+              "print(bodies._process.submit(os.getpid).result(30), flush=True)\n"
+              "time.sleep(60)\n")
+    service_dir = Path(__file__).resolve().parents[1] / "recommend"
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=service_dir,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        os.kill(proc.pid, signal.SIGKILL)  # no shutdown code runs
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{child}").exists(), "the parser process outlived its service"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
