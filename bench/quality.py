@@ -7,6 +7,7 @@
     python bench/quality.py --datasets movielens --splits 2 --seeds 1 --epochs 2   # reduced grid
     python bench/quality.py --datasets movielens --ks 4 --valid-only --tag ablate_relu \
         -o hyper_parameters.relu_layer=true                             # a variant, valid only
+    python bench/quality.py --compare bench/results/quality.json bench/results/ablate_relu.json
 
 Protocol. For each split seed S the users are split anew (`sh data.sh <dataset> --seed S`, 8:1:1
 users, ComiRec protocol) into {work_dir}/data/<dataset>_split<S>. For each training seed, MIND is
@@ -409,6 +410,35 @@ def combine(args) -> int:
     return 0
 
 
+def compare(base_path: Path, new_path: Path) -> str:
+    """NEW - BASE for each MIND method both files have, paired over the runs of the same split and
+    training seed: how a variant (one -o switch) moved Recall@50; per run in (split, seed) order."""
+    base, new = (json.loads(p.read_text())["datasets"] for p in (base_path, new_path))
+    lines = [f"# Recall@50, {new_path.name} − {base_path.name} (paired by split and seed)", "",
+             "| dataset | users | protocol | method | runs | base | new | difference | per run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in new.keys() & base.keys():
+        for split in ("valid", "test"):
+            for p, table in new[name].get(split, {}).items():
+                for method, e in table.items():
+                    old = base[name].get(split, {}).get(p, {}).get(method)
+                    if not method.startswith("MIND") or old is None:
+                        continue
+                    key = lambda r: (r["split_seed"], r["train_seed"])  # noqa: E731
+                    was = {key(r): r["recall"] for r in old["runs"]}
+                    pairs = [(was[key(r)], r["recall"])
+                             for r in sorted(e["runs"], key=key) if key(r) in was]
+                    if not pairs:
+                        continue
+                    mean, (lo, hi) = t_interval([b - a for a, b in pairs])
+                    lines.append(
+                        f"| {name} | {split} | {p} | {method} | {len(pairs)} | "
+                        f"{np.mean([a for a, _ in pairs]):.4f} | {np.mean([b for _, b in pairs]):.4f} | "
+                        f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
+                        + " ".join(f"{b - a:+.3f}" for a, b in pairs) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -441,8 +471,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--combine", nargs="+", type=Path, default=None, metavar="JSON",
                    help="no training: one table from the runs of earlier result files (e.g. one "
                         "per training seed), written as {out}/{tag}.json/.md")
+    p.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("BASE", "NEW"),
+                   help="no training: NEW - BASE Recall@50 of each MIND method, paired by run")
     args = p.parse_args(argv)
     args.argv = argv
+    if args.compare:
+        print(compare(*args.compare), end="")
+        return 0
     if args.combine:
         return combine(args)
     if args.quick:

@@ -154,6 +154,29 @@ def test_t_interval_by_hand():
     assert abs(mean - 0.06) < 1e-12
 
 
+def test_compare_pairs_runs_of_the_same_split_and_seed(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import quality
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def result(path, recalls):  # recalls: {(split, seed): recall} of one MIND method
+        runs = [{"split_seed": s, "train_seed": t, "recall": r} for (s, t), r in recalls.items()]
+        table = {"MIND K=4 (score merge)": {"runs": runs}, "MostPopular (last 20)": {"runs": runs}}
+        path.write_text(json.dumps({"datasets": {"movielens": {"test": {"served": table}}}}))
+        return path
+
+    base = result(tmp_path / "base.json", {(0, 1): 0.30, (1, 1): 0.20, (2, 1): 0.50})
+    new = result(tmp_path / "new.json", {(1, 1): 0.26, (0, 1): 0.31, (3, 1): 0.90})
+    rows = [line for line in quality.compare(base, new).splitlines() if line.startswith("| movielens")]
+    assert len(rows) == 1  # baselines are not compared; split 2 and 3 have no partner
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]
+    # pairs (0.30, 0.31) and (0.20, 0.26): differences +0.01 and +0.06, mean +0.035
+    assert cells[:7] == ["movielens", "test", "served", "MIND K=4 (score merge)", "2", "0.2500", "0.2850"]
+    assert cells[7].startswith("+0.0350 [") and cells[8] == "+0.010 +0.060"
+
+
 @pytest.mark.slow
 def test_quality_reduced_grid(tmp_path, monkeypatch):
     """bench/quality.py on 2 tiny synthetic splits x 1 seed x K=2, 1 epoch: the JSON layout."""
