@@ -11,13 +11,19 @@ import pytest
 # by the first test that asks for it.
 from milvus_server import milvus_server  # noqa: F401
 
-from support import MODEL_DIR, run, train_tiny_model, write_config
+from support import MODEL_DIR, run, train_keyed_model, train_tiny_model, write_config
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """(config path, item_count) of a tiny synthetic model trained for one short epoch."""
     return train_tiny_model(tmp_path_factory.getbasetemp() / "tiny_model")
+
+
+@pytest.fixture(scope="session")
+def keyed_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """(config path, item_count) of the tiny model trained on data with an item map."""
+    return train_keyed_model(tmp_path_factory.getbasetemp() / "keyed_model")
 
 
 @pytest.fixture(scope="session")

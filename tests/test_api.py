@@ -91,7 +91,9 @@ def test_healthz_and_openapi_docs(client):
         "$ref": "#/components/schemas/RecallRequest"}}}, "required": True}
     body = schema["components"]["schemas"]["RecallRequest"]["properties"]
     assert body["hist_item"]["maxItems"] == MAX_BATCH
-    assert body["hist_item"]["items"]["maxItems"] == MAX_HIST
+    rows = body["hist_item"]["items"]["anyOf"]  # a row of ids or a row of keys
+    assert [r["items"]["type"] for r in rows] == ["integer", "string"]
+    assert [r["maxItems"] for r in rows] == [MAX_HIST, MAX_HIST]
     assert body["top_k"]["maximum"] == 1000
 
 
@@ -200,7 +202,10 @@ def test_top_k_bounds_the_answer(loaded, tiny_model, top_k):
 
 # ------------------------------------------------------------------ client mistakes: 422
 BAD_BODIES = [
-    ({"hist_item": [[1, "12"]]}, "hist_item[0][1]: must be an integer, got string"),
+    ({"hist_item": [[1, "12"]]}, "hist_item[0][1] is a key (string) but hist_item's first item "
+     "is an id (integer): a request names items by ids or by keys, not both"),
+    ({"hist_item": [["a"], [7]]}, "hist_item[1][0] is an id (integer) but hist_item's first "
+     "item is a key (string)"),
     ({"hist_item": [[1.5]]}, "hist_item[0][0]: must be an integer, got number"),
     ({"hist_item": [[1.0]]}, "hist_item[0][0]: must be an integer, got number"),
     ({"hist_item": [[2], [True]]}, "hist_item[1][0]: must be an integer, got boolean"),
@@ -254,7 +259,7 @@ def test_unreadable_bodies_get_422(client, content, headers, says):
 
 
 def test_many_bad_ids_give_a_bounded_message(client):
-    r = client.post("/rec/recall", json={"hist_item": [["x"] * MAX_HIST]})
+    r = client.post("/rec/recall", json={"hist_item": [[0.5] * MAX_HIST]})
     assert r.status_code == 422
     assert len(r.json()["errors"]) == 20 and r.json()["detail"].endswith(f"and {MAX_HIST - 20} more")
 

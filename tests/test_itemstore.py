@@ -333,11 +333,12 @@ class _BadBatchStore(ItemStore):
 
     batches = 0
 
-    def _insert_batch(self, physical: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def _insert_batch(self, physical: str, ids: np.ndarray, vectors: np.ndarray,
+                      scalars=None) -> None:
         self.batches += 1
         if self.batches == 3:
             vectors = vectors[:, : self.dim - 1]
-        super()._insert_batch(physical, ids, vectors)
+        super()._insert_batch(physical, ids, vectors, scalars)
 
 
 def test_failure_midway_keeps_served_collection(store: ItemStore) -> None:

@@ -32,11 +32,11 @@ Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # (hits per query, flat ids, f
 
 
 def public_search(client: MilvusClient, name: str, queries: np.ndarray, top_k: int,
-                  search_params: dict[str, Any], timeout: float) -> Hits:
+                  search_params: dict[str, Any], timeout: float, expr: str = "") -> Hits:
     """pymilvus's MilvusClient.search, within ``timeout`` seconds."""
     if timeout <= 0.05:
         raise MilvusException(message=f"search of {name} timed out")
-    hits = client.search(name, data=queries, limit=top_k, anns_field="embedding",
+    hits = client.search(name, data=queries, limit=top_k, anns_field="embedding", filter=expr,
                          search_params=search_params, output_fields=[], timeout=timeout)
     topks = np.array([len(row) for row in hits], dtype=np.int64)
     ids = np.array([h["id"] for row in hits for h in row], dtype=np.int64)
@@ -45,11 +45,12 @@ def public_search(client: MilvusClient, name: str, queries: np.ndarray, top_k: i
 
 
 def search(client: MilvusClient, name: str, queries: np.ndarray, top_k: int,
-           params: Mapping[str, int], timeout: float, fast: bool = True) -> Hits:
-    """Inner-product top_k of every query in one request (the request search() builds)."""
+           params: Mapping[str, int], timeout: float, fast: bool = True, expr: str = "") -> Hits:
+    """Inner-product top_k of every query in one request (the request search() builds);
+    ``expr``: a boolean filter on the scalar fields ("" = none)."""
     search_params = {"metric_type": "IP", "params": dict(params)}
     if not (FAST_PATH and fast):
-        return public_search(client, name, queries, top_k, search_params, timeout)
+        return public_search(client, name, queries, top_k, search_params, timeout, expr)
     conn = client._get_connection()
     context = client._generate_call_context()
     kwargs: dict[str, Any] = {}
@@ -57,7 +58,7 @@ def search(client: MilvusClient, name: str, queries: np.ndarray, top_k: int,
                                                    context.get_db_name())
     request = _Prepare.search_requests_with_expr(
         collection_name=name, anns_field="embedding", param=search_params, limit=top_k,
-        data=queries, ids=None, expr="", partition_names=None, output_fields=[],
+        data=queries, ids=None, expr=expr, partition_names=None, output_fields=[],
         round_decimal=-1, use_default_consistency=use_default, expr_params={}, **kwargs)
     started = time.monotonic()
     try:
@@ -67,10 +68,10 @@ def search(client: MilvusClient, name: str, queries: np.ndarray, top_k: int,
         if is_not_found(exc) or is_not_loaded(exc):
             raise
         left = timeout - (time.monotonic() - started)
-        return public_search(client, name, queries, top_k, search_params, left)
+        return public_search(client, name, queries, top_k, search_params, left, expr)
     except _grpc.RpcError:
         left = timeout - (time.monotonic() - started)
-        return public_search(client, name, queries, top_k, search_params, left)
+        return public_search(client, name, queries, top_k, search_params, left, expr)
     res = response.results
     return (np.array(res.topks, dtype=np.int64), np.array(res.ids.int_id.data, dtype=np.int64),
             np.array(res.scores, dtype=np.float32))

@@ -34,8 +34,10 @@ def decode(description: str) -> dict[str, Any] | None:
 
 
 def same_model(a: Identity | None, b: Identity | None) -> bool:
+    # The item map is optional (None on both sides: a catalogue of ids only) but must agree.
     return a is not None and b is not None and all(
-        a.get(k) is not None and a.get(k) == b.get(k) for k in _KEYS)
+        a.get(k) is not None and a.get(k) == b.get(k) for k in _KEYS) \
+        and a.get("item_map_sha256") == b.get("item_map_sha256")
 
 
 def describe(identity: Identity | None) -> str:
@@ -45,7 +47,9 @@ def describe(identity: Identity | None) -> str:
     run = identity.get("run_id")
     return (f"epoch {identity.get('epoch', '?')} of {identity.get('config', '?')}"
             + (f" (run {str(run)[:8]})" if run else "")
-            + f", items {str(identity.get('items_sha256', '?'))[:12]}")
+            + f", items {str(identity.get('items_sha256', '?'))[:12]}"
+            + (f", item map {str(identity['item_map_sha256'])[:12]}"
+               if identity.get("item_map_sha256") else ""))
 
 
 def mismatch_message(served: Identity | None, mine: Identity) -> str:

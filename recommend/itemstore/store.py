@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from itemstore import fast_search, lite_lock
 from itemstore.client import Connection, DataType, MilvusClient, MilvusException
 from itemstore.errors import CollectionMissing, ModelMismatch, is_not_found, is_not_loaded
+from itemstore.fields import ScalarField
 from itemstore.generations import BUILDS, PHYSICAL, POINTER, Generations, Heartbeat
 from itemstore.identity import Identity, decode, encode, mismatch_message, same_model
 from itemstore.vectors import augment, check_items, check_queries, fit_queries, pad_hits
@@ -39,6 +40,10 @@ BUILD_PARAMS: dict[str, dict[str, int]] = {
 }
 # Milvus reads only the key its index uses, so one dict serves all types.
 DEFAULT_SEARCH_PARAMS: dict[str, int] = {"nprobe": 8, "ef": 64}
+# A filtered IVF search looks only in the nprobe lists nearest each query, which may hold fewer
+# matching items than asked for; then it searches again in every list (Milvus takes the least
+# of nprobe and nlist).
+EVERY_LIST = 65536
 # Seconds a search trusts the cached served name before re-reading it, so a switch made by
 # another process is followed within that bound.
 POINTER_TTL = 2.0
@@ -46,6 +51,8 @@ MAX_TOP_K = 16384  # Milvus's own limit on limit
 # Bytes of vectors per insert request: the server caps a request at 64 MB; Milvus Lite 2.5.1
 # slows down sharply on big requests (5k rows ~7k rows/s, 62k rows > 60 s).
 _BATCH_BYTES = {"lite": 1 << 20, "server": 16 << 20}
+# Milvus Lite's insert time grows with the rows of a request, not only its bytes.
+_BATCH_ROWS = {"lite": 4096, "server": 1 << 20}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
 RESERVED_PARTS = (PHYSICAL, POINTER, BUILDS)
 
@@ -91,12 +98,16 @@ class ItemStore:
 
     # ------------------------------------------------------------------ public API
     def replace_items(self, ids: np.ndarray, vectors: np.ndarray,
-                      index_type: str | None = None) -> int:
+                      index_type: str | None = None,
+                      fields: Sequence[ScalarField] = ()) -> int:
         """Load all items into a fresh collection, then serve it. Returns the count loaded.
 
+        fields: scalar values stored beside each vector (the item's key, its metadata).
         BuildConflict when an earlier insert of another process is still under way.
         """
         ids, vectors = check_items(ids, vectors, self.dim)
+        for f in fields:
+            f.check(ids.shape[0])
         index = (index_type or DEFAULT_INDEX[self.backend]).upper()
         if index not in INDEX_TYPES[self.backend]:
             raise ValueError(f"index_type {index!r} not supported by the {self.backend} backend; "
@@ -110,7 +121,7 @@ class ItemStore:
             try:
                 with Heartbeat(gens, gen):
                     gens.cleanup()  # leftovers of builds that failed or were killed
-                    self._build(physical, ids, vectors, index)
+                    self._build(physical, ids, vectors, index, fields)
                     previous = gens.switch(physical)
             except BaseException:
                 # Includes KeyboardInterrupt: the new collection is unserved, drop it.
@@ -130,9 +141,11 @@ class ItemStore:
             gens.cleanup()
         return int(ids.shape[0])
 
-    def search(self, vectors: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, top_k: int, filter: str = ""
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Inner-product top_k for every row in one request: ids int64 and scores float32
-        [nq, top_k], padded with -1 / -inf where fewer hits exist."""
+        [nq, top_k], padded with -1 / -inf where fewer hits exist. ``filter``: a Milvus boolean
+        expression on the scalar fields (itemstore.fields.compile_where builds one)."""
         queries = check_queries(vectors, self.dim)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) \
                 or not 1 <= top_k <= MAX_TOP_K:
@@ -140,8 +153,11 @@ class ItemStore:
         top_k = int(top_k)
         params = dict(self.search_params)
         params["ef"] = max(params.get("ef", 0), top_k)  # HNSW refuses ef < top_k
-        topks, flat_ids, flat_scores = self._search_served(queries, top_k, params)
-        if flat_ids.size == 0:
+        topks, flat_ids, flat_scores = self._search_served(queries, top_k, params, filter)
+        if filter and (topks < top_k).any() and params.get("nprobe", 0) < EVERY_LIST:
+            topks, flat_ids, flat_scores = self._search_served(
+                queries, top_k, {**params, "nprobe": EVERY_LIST}, filter)
+        if flat_ids.size == 0 and not filter:
             raise CollectionMissing(f"collection {self.collection!r} is empty")
         return pad_hits(topks, flat_ids, flat_scores, top_k)
 
@@ -239,8 +255,8 @@ class ItemStore:
         if not same_model(served, self.identity):
             raise ModelMismatch(mismatch_message(served, self.identity))
 
-    def _search_served(self, queries: np.ndarray, top_k: int, params: dict[str, int]
-                       ) -> fast_search.Hits:
+    def _search_served(self, queries: np.ndarray, top_k: int, params: dict[str, int],
+                       filter: str = "") -> fast_search.Hits:
         """One search of the served collection; if another writer dropped it since it was
         resolved, resolve again once (the switch happened first, so the new one is there)."""
         for attempt in range(2):
@@ -249,33 +265,40 @@ class ItemStore:
                 break
             try:
                 self._check_identity(name)
-                return self._search_once(name, queries, top_k, params)
+                return self._search_once(name, queries, top_k, params, filter)
             except MilvusException as exc:
                 if is_not_loaded(exc):  # e.g. a Lite file reopened after a restart
                     self.conn.call(lambda c: c.load_collection(name, timeout=self.timeout))
-                    return self._search_once(name, queries, top_k, params)
+                    return self._search_once(name, queries, top_k, params, filter)
                 if not is_not_found(exc):
                     raise
         raise CollectionMissing(f"collection {self.collection!r} does not exist")
 
     def _search_once(self, name: str, queries: np.ndarray, top_k: int,
-                     params: dict[str, int]) -> fast_search.Hits:
+                     params: dict[str, int], filter: str = "") -> fast_search.Hits:
         q = fit_queries(queries, self._describe(name)[0])
         return self.conn.call(lambda c: fast_search.search(c, name, q, top_k, params,
-                                                           self.timeout, self.fast_search))
+                                                           self.timeout, self.fast_search,
+                                                           filter))
 
-    def _build(self, physical: str, ids: np.ndarray, vectors: np.ndarray, index: str) -> None:
+    def _build(self, physical: str, ids: np.ndarray, vectors: np.ndarray, index: str,
+               fields: Sequence[ScalarField] = ()) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
                                             description=encode(self.identity))
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim + 1)
+        for f in fields:
+            schema.add_field(f.name, **f.schema())
         self.conn.call(lambda c: c.create_collection(physical, schema=schema, timeout=self.timeout))
         # Streamed in bounded chunks: the augmented copy of one chunk at a time, never the table.
         max_sq = float(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64).max())
-        per_batch = max(1, self.batch_bytes // ((self.dim + 1) * 4 + 16))
+        row_bytes = (self.dim + 1) * 4 + 16 + sum(f.schema()["max_length"] for f in fields)
+        per_batch = max(1, min(self.batch_bytes // row_bytes, _BATCH_ROWS[self.backend]))
         for start in range(0, ids.shape[0], per_batch):
             chunk = augment(vectors[start:start + per_batch], max_sq)
-            self._insert_batch(physical, ids[start:start + per_batch], chunk)
+            stop = start + per_batch
+            self._insert_batch(physical, ids[start:stop], chunk,
+                               {f.name: f.values[start:stop] for f in fields})
         # Flush seals the segments so the index covers every row before we load.
         self.conn.call(lambda c: c.flush(physical, timeout=max(self.timeout, 120.0)))
         idx = MilvusClient.prepare_index_params()
@@ -289,6 +312,10 @@ class ItemStore:
         self.conn.call(lambda c: c.create_index(physical, idx, timeout=slow))
         self.conn.call(lambda c: c.load_collection(physical, timeout=slow))
 
-    def _insert_batch(self, physical: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def _insert_batch(self, physical: str, ids: np.ndarray, vectors: np.ndarray,
+                      scalars: Mapping[str, Sequence] | None = None) -> None:
         rows = [{"id": int(i), "embedding": v} for i, v in zip(ids.tolist(), vectors)]
+        for name, values in (scalars or {}).items():
+            for row, value in zip(rows, values):
+                row[name] = list(value) if isinstance(value, tuple) else value
         self.conn.call(lambda c: c.insert(physical, rows, timeout=max(self.timeout, 60.0)))

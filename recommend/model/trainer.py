@@ -10,7 +10,8 @@
     python -m paddle.distributed.launch --nproc_per_node 2 trainer.py -m mind/config.yaml  # 2 ranks
     ../../scripts/train.sh amazonbook --nproc 2           # the same, failing if any rank did not finish
 
-Writes {model_save_path}/{epoch}/ (rec.pdparams, rec.pdopt, item_counts.npy, state.pkl, meta.json),
+Writes {model_save_path}/{epoch}/ (rec.pdparams, rec.pdopt, item_counts.npy, state.pkl, meta.json,
+and the data's item_map.tsv when it has one),
 {model_save_path}/run.json (run_id, started, config), {model_save_path}/train_log.jsonl and, if
 matplotlib is installed, {model_save_path}/loss.png. A folder that already holds another run's
 epochs is refused unless --resume or --overwrite says what to do with them.
@@ -44,6 +45,7 @@ from evaluation.baselines import click_counts
 from mind.checkpoint import (
     LOG_FILE,
     PLOT_FILE,
+    ITEM_MAP_FILE,
     CheckpointError,
     clear_run,
     list_epochs,
@@ -54,6 +56,7 @@ from mind.checkpoint import (
     start_run,
 )
 from mind.config import Config, ConfigError, HyperConfig, load_config
+from recdata.itemmap import file_sha256 as _file_sha256
 from mind import distributed
 from mind.distributed import World
 from mind.network import MIND
@@ -282,6 +285,7 @@ def train(
         log = _quiet
     reader = importlib.import_module(r.train_reader_path)
     sequences = reader.read_train_dir(r.train_data_dir, item_count=hp.item_count)
+    item_map = data_item_map(config)
     counts = click_counts(sequences, hp.item_count)
     sampler = reader.TrainSampler(
         sequences, r.train_batch_size, maxlen=hp.maxlen, seed=r.seed,
@@ -309,6 +313,7 @@ def train(
             records = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
         records = [x for x in records if x["epoch"] < done[-1]] + [meta["record"]]
         log(f"resumed from {root / str(done[-1])}")
+        _same_item_map(meta, item_map, root / str(done[-1]))
     elif resume:
         log(f"--resume: no checkpoint under {root}, starting from scratch")
     if distributed.all_mean([float(start != distributed.broadcast(start, world))], world)[0]:
@@ -365,7 +370,7 @@ def train(
         stop = False
         if world.main:
             stop, best, bad_epochs = _save_epoch(config, run, epoch, model, optimizer, record,
-                                                 counts, best, bad_epochs, evaluate)
+                                                 counts, best, bad_epochs, evaluate, item_map)
             records.append(record)
             _write_log(log_path, records)
             plotted = _plot_loss(root / PLOT_FILE, records)
@@ -382,6 +387,33 @@ def train(
     return records
 
 
+def data_item_map(config: Config) -> Path | None:
+    """The data's item_map.tsv (beside train/, as data.sh writes it), checked against item_count;
+    None when the data has none (its ids are then the only names of its items)."""
+    path = Path(config.runner.train_data_dir).parent / ITEM_MAP_FILE
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        rows = sum(1 for _ in f) - 1
+    if rows != config.hyper_parameters.item_count - 1:
+        raise ConfigError(f"{path} has {rows} items but hyper_parameters.item_count is "
+                          f"{config.hyper_parameters.item_count} (ids 1..{rows} + padding 0 "
+                          f"expected): the map belongs to other data, or item_count is wrong")
+    return path
+
+
+def _same_item_map(meta: dict[str, Any], item_map: Path | None, epoch_dir: Path) -> None:
+    """--resume must train on the catalogue the run started with."""
+    had = meta.get("files", {}).get(ITEM_MAP_FILE)
+    now = None if item_map is None else _file_sha256(item_map)
+    if had != now:
+        raise CheckpointError(f"{epoch_dir} was trained with "
+                              + ("another item_map.tsv" if had and now else
+                                 "an item_map.tsv" if had else "no item_map.tsv")
+                              + f" than the data has now ({item_map or 'none'}): resume on the "
+                              "data the run started with, or start over with --overwrite")
+
+
 def _quiet(line: str) -> None:
     """The log of ranks other than 0: rank 0 speaks for the run."""
 
@@ -389,7 +421,7 @@ def _quiet(line: str) -> None:
 def _save_epoch(
     config: Config, run: dict[str, Any], epoch: int, model: MIND,
     optimizer: paddle.optimizer.Optimizer, record: dict[str, Any], counts: np.ndarray,
-    best: float, bad_epochs: int, evaluate: Evaluator | None,
+    best: float, bad_epochs: int, evaluate: Evaluator | None, item_map: Path | None = None,
 ) -> tuple[bool, float, int]:
     """Checkpoint the epoch (rank 0), evaluate it if asked; returns (stop, best, bad_epochs)."""
     r = config.runner
@@ -397,7 +429,7 @@ def _save_epoch(
     extra = {"run_id": run["run_id"], "seed": r.seed, "train_loss": record["train_loss"],
              "record": record}
     save_checkpoint(r.model_save_path, epoch, model, optimizer, config, extra,
-                    item_counts=counts, state=state)
+                    item_counts=counts, state=state, item_map=item_map)
     if evaluate is None:
         return False, best, bad_epochs
     score = evaluate(model, epoch)
@@ -410,7 +442,7 @@ def _save_epoch(
     # Re-save with the updated early-stopping state so --resume continues the count.
     state.update(best=best, bad_epochs=bad_epochs, stopped=stop)
     save_checkpoint(r.model_save_path, epoch, model, optimizer, config, {**extra, "record": record},
-                    item_counts=counts, state=state)
+                    item_counts=counts, state=state, item_map=item_map)
     return stop, best, bad_epochs
 
 

@@ -161,6 +161,9 @@ def _parse_valid(factory: Callable[[], type[BaseModel]], body: bytes, arrays: tu
     packed = {}
     for name in arrays:
         rows = getattr(parsed, name)
+        if any(len(r) and isinstance(r[0], str) for r in rows):  # keys: sent back as they are
+            fields[name] = rows
+            continue
         lengths = np.fromiter(map(len, rows), np.int64, len(rows))
         flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64, int(lengths.sum()))
         packed[name] = (flat, lengths)

@@ -11,3 +11,12 @@ class ServiceOverloaded(RuntimeError):
     """The recall queue is full or a request waited too long in it: retry later (Milvus is fine)."""
 
     retry_after = 1  # seconds: a queue drains in a few passes
+
+
+class BadQuery(ValueError):
+    """A request the model cannot answer as asked (keys to a model without keys, a filter on a
+    field the catalogue lacks): the client's to fix, a 422 naming the field."""
+
+    def __init__(self, message: str, loc: str = "body"):
+        super().__init__(message)
+        self.loc = loc

@@ -30,9 +30,10 @@ import numpy as np
 
 from config import MILVUS_MAX_NQ, Settings, SettingsError
 from itemstore import CollectionMissing, ItemStore, MilvusUnavailable, ModelMismatch
-from mind.retrieval import RecallQuery, recall_many
+from mind.retrieval import RecallQuery, Recalled, recall_many
 from mind.user_tower import UserTower
 from service.batcher import MicroBatcher, Ticket
+from service.catalogue import Catalogue
 from service.domain import InsertRunning, ServiceOverloaded
 
 log = logging.getLogger("recall.service")
@@ -88,8 +89,8 @@ class _SerialTower:
     def known_items(self, history: Sequence[int]) -> np.ndarray:
         return self._tower.known_items(history)
 
-    def popular_items(self, n: int) -> np.ndarray:
-        return self._tower.popular_items(n)
+    def popular_items(self, n: int, allowed: np.ndarray | None = None) -> np.ndarray:
+        return self._tower.popular_items(n, allowed)
 
 
 class RecallEngine:
@@ -99,6 +100,7 @@ class RecallEngine:
                  max_queue_users: int | None = None, queue_wait: float = 2.0,
                  on_pass: Callable[[Sequence[Ticket], float], None] | None = None):
         self.tower = tower
+        self.catalogue = Catalogue(getattr(tower, "catalogue", None), tower.item_count)
         # The store connects on first use and redials after a failure, so the service
         # starts while Milvus is down and picks it up once it answers.
         self.store = store
@@ -175,7 +177,8 @@ class RecallEngine:
             start = time.perf_counter()
             with self._model_lock:
                 ids, vectors = self.tower.item_embeddings()
-            count = self.store.replace_items(ids, vectors)
+            count = self.store.replace_items(ids, vectors,
+                                             fields=self.catalogue.scalar_fields())
             seconds = time.perf_counter() - start
             log.info("insert_data: %d items in %.2f s", count, seconds)
             return InsertResult(count=int(count), seconds=round(seconds, 3))
@@ -187,7 +190,9 @@ class RecallEngine:
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
     ) -> list[list[int]]:
         """Up to top_k item ids per user, best first (see mind.retrieval.recall_many)."""
-        lane, ticket = self._submit(RecallQuery(histories, top_k, exclude_history))
+        return self._wait(*self._submit(RecallQuery(histories, top_k, exclude_history)))
+
+    def _wait(self, lane: MicroBatcher, ticket: Ticket) -> list:
         while True:
             try:
                 return ticket.result(timeout=self._keep_waiting(lane, ticket))
@@ -197,10 +202,14 @@ class RecallEngine:
                 raise self._blame(lane, exc) from None
 
     async def recall_async(
-        self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
-    ) -> list[list[int]]:
-        """``recall`` for the event loop: awaits the batcher without holding a thread."""
-        lane, ticket = self._submit(RecallQuery(histories, top_k, exclude_history))
+        self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True,
+        where: str = "", allowed: np.ndarray | None = None, details: bool = False,
+    ) -> list[list[int]] | list[Recalled]:
+        """``recall`` for the event loop: awaits the batcher without holding a thread.
+        where/allowed: a filter and the items it admits (Catalogue.where); details: answer a
+        ``Recalled`` (ids, scores, interests) per user."""
+        lane, ticket = self._submit(
+            RecallQuery(histories, top_k, exclude_history, where, allowed, details))
         waiter = asyncio.wrap_future(ticket)
         while True:
             done, _ = await asyncio.wait({waiter}, timeout=self._keep_waiting(lane, ticket))
@@ -256,11 +265,11 @@ class RecallEngine:
 
     def _timed_search(self, search: Callable) -> Callable:
         """``search`` that records since when each lane's Milvus search is under way."""
-        def timed(vectors, k):
+        def timed(vectors, k, **kwargs):
             lane = threading.current_thread().name
             self._searching_since[lane] = start = time.monotonic()
             try:
-                return search(vectors, k)
+                return search(vectors, k, **kwargs)
             finally:
                 self._searching_since.pop(lane, None)
                 if time.monotonic() - start >= self.queue_wait:
@@ -279,14 +288,28 @@ class RecallEngine:
         return exc
 
     def _answer_recalls(self, queries: Sequence[RecallQuery], max_hits: int | None = None
-                        ) -> list[list[list[int]]]:
-        search = self.search if max_hits is None else chunked_search(self.search, max_hits)
+                        ) -> list:
         unknown: list[int] = []
+        answers: list = [None] * len(queries)
+        # One search carries one filter: the queries of a pass are answered per filter.
+        groups: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault(q.where, []).append(i)
         try:
-            answers = recall_many(self._serial_tower, search, queries, unknown=unknown)
+            for expr, members in groups.items():
+                search = functools.partial(self.search, filter=expr) if expr else self.search
+                if max_hits is not None:
+                    search = chunked_search(search, max_hits)
+                got: list[int] = []
+                part = recall_many(self._serial_tower, search, [queries[i] for i in members],
+                                   unknown=got)
+                for i, answer, n in zip(members, part, got, strict=True):
+                    answers[i] = answer
+                    unknown.append((i, n))
         except MilvusUnavailable:
             self._milvus_failed_at = time.monotonic()
             raise
+        unknown = [n for _, n in sorted(unknown)]
         for query, n in zip(queries, unknown):
             if n:  # ignored ids are a client's stale or foreign catalogue: worth seeing
                 log.info("recall: %d of the request's %d history ids are not in the catalogue "

@@ -21,7 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from itemstore import BuildConflict, CollectionMissing, MilvusUnavailable, ModelMismatch
 from service.asgi import HttpMiddleware
-from service.domain import InsertRunning, ServiceOverloaded
+from service.domain import BadQuery, InsertRunning, ServiceOverloaded
 from service.request_id import request_id_of
 
 log = logging.getLogger("recall.service")
@@ -96,6 +96,11 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     if len(errors) > MAX_REPORTED_ERRORS:
         detail += f"; and {len(errors) - MAX_REPORTED_ERRORS} more"
     return JSONResponse({"detail": detail, "errors": items}, status_code=422)
+
+
+def _bad_query(request: Request, exc: BadQuery) -> JSONResponse:
+    error = {"loc": exc.loc, "msg": str(exc), "type": "bad_query"}
+    return JSONResponse({"detail": f"{exc.loc}: {exc}", "errors": [error]}, status_code=422)
 
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -180,6 +185,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(MilvusUnavailable, _milvus_unavailable)
     app.add_exception_handler(ServiceOverloaded, _overloaded)
+    app.add_exception_handler(BadQuery, _bad_query)
     app.add_exception_handler(CollectionMissing, _collection_missing)
     for conflict in (InsertRunning, BuildConflict, ModelMismatch):
         app.add_exception_handler(conflict, _conflict)

@@ -65,10 +65,10 @@ def record_pass(tickets: Sequence[Any], seconds: float) -> None:
 
 def timed_search(search: Any) -> Any:
     """``search`` with its latency and failures counted."""
-    def wrapped(vectors: Any, k: int) -> Any:
+    def wrapped(vectors: Any, k: int, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return search(vectors, k)
+            return search(vectors, k, **kwargs)
         except Exception as exc:
             SEARCH_ERRORS.labels(type(exc).__name__).inc()
             raise

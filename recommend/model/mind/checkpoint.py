@@ -36,7 +36,11 @@ OPT_FILE = "rec.pdopt"
 COUNTS_FILE = "item_counts.npy"
 STATE_FILE = "state.pkl"  # RNG states etc. needed for an exact --resume
 META_FILE = "meta.json"
-CHECKPOINT_FILES = frozenset({MODEL_FILE, OPT_FILE, COUNTS_FILE, STATE_FILE, META_FILE})
+# The data's item map (recdata.itemmap), copied into every epoch: the keys and metadata the
+# model's item ids stand for travel with it, checksummed like the weights.
+ITEM_MAP_FILE = "item_map.tsv"
+CHECKPOINT_FILES = frozenset({MODEL_FILE, OPT_FILE, COUNTS_FILE, STATE_FILE, META_FILE,
+                              ITEM_MAP_FILE})
 RUN_FILE = "run.json"  # the run manifest: run_id, started, config
 LOG_FILE = "train_log.jsonl"
 PLOT_FILE = "loss.png"
@@ -74,11 +78,13 @@ def save_checkpoint(
     *,
     item_counts: np.ndarray | None = None,
     state: dict[str, Any] | None = None,
+    item_map: Path | None = None,
 ) -> Path:
     """Write `{root}/{epoch}/` atomically and return it (an existing one is replaced).
 
     extra: JSON-able facts for meta.json (e.g. seed, train_loss). item_counts: click counts per
     item id (int64 [item_count]). state: picklable trainer state (RNG states, ...) for --resume.
+    item_map: the data's item_map.tsv, copied in (its sha256 is in meta's files).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -93,6 +99,8 @@ def save_checkpoint(
         if state is not None:
             with open(tmp / STATE_FILE, "wb") as f:
                 pickle.dump(state, f)
+        if item_map is not None:
+            shutil.copyfile(item_map, tmp / ITEM_MAP_FILE)
         files = sorted(p.name for p in tmp.iterdir())
         meta = {
             "format_version": FORMAT_VERSION,
@@ -300,3 +308,11 @@ def load_item_counts(config: Config, epoch: int) -> np.ndarray:
             f"{path}: shape {counts.shape}, expected ({config.hyper_parameters.item_count},)"
         )
     return counts.astype(np.int64, copy=False)
+
+
+def item_map_path(config: Config, epoch: int) -> Path | None:
+    """The epoch's copy of the data's item_map.tsv (checksum verified); None if it has none."""
+    root = checkpoint_root(config)
+    if ITEM_MAP_FILE not in read_meta(root, epoch).get("files", {}):
+        return None
+    return Path(root) / str(epoch) / ITEM_MAP_FILE

@@ -50,7 +50,7 @@ class Tower(Protocol):
 
     def known_items(self, history: Sequence[int]) -> np.ndarray: ...
 
-    def popular_items(self, n: int) -> np.ndarray: ...
+    def popular_items(self, n: int, allowed: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def merge_hits(
@@ -62,6 +62,7 @@ def merge_hits(
     lists: int = 1,
     active: np.ndarray | None = None,
     shares: np.ndarray | None = None,
+    positions: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Merge each user's hits into one list: unique, valid, cut to ``top_n``.
 
@@ -75,6 +76,8 @@ def merge_hits(
     active: [U, K] bool, False = a masked interest whose block is dropped whatever it holds.
     shares: [U, K] non-negative slot weights for "slots"/"slots_norm" (default: equal).
     Ties keep the order of the input (stable sort).
+    positions: when given, gets per user the column in ``ids`` of each merged id's hit (its
+    best one): the score is ``scores[u, col]`` and, for K blocks of n, the interest ``col // n``.
     """
     if ids.shape != scores.shape or ids.ndim != 2:
         raise ValueError(f"ids {ids.shape} and scores {scores.shape} must be the same 2-D shape")
@@ -89,7 +92,10 @@ def merge_hits(
         dead = np.repeat(~np.asarray(active, bool).reshape(users, lists), width // lists, axis=1)
         ids = np.where(dead, -1, ids)
     if strategy in ("slots", "slots_norm"):
-        return _merge_slots(ids, scores, top_n, exclude, lists, active, shares)
+        merged = _merge_slots(ids, scores, top_n, exclude, lists, active, shares)
+        if positions is not None:
+            positions.extend(_best_columns(ids[u], scores[u], m) for u, m in enumerate(merged))
+        return merged
     if strategy == "score":
         order = np.argsort(-scores, axis=1, kind="stable")
     else:
@@ -123,7 +129,17 @@ def merge_hits(
     keep &= first[ex_keys.size:].reshape(users, width)
 
     keep &= np.cumsum(keep, axis=1) <= top_n
+    if positions is not None:
+        positions.extend(order[u][keep[u]] for u in range(users))
     return [ranked[u][keep[u]] for u in range(users)]
+
+
+def _best_columns(ids: np.ndarray, scores: np.ndarray, merged: np.ndarray) -> np.ndarray:
+    """For each id of ``merged``, the column of its best-scoring hit in the row ``ids``."""
+    best: dict[int, int] = {}
+    for col in np.argsort(-scores, kind="stable").tolist():
+        best.setdefault(int(ids[col]), col)
+    return np.array([best[int(i)] for i in merged], dtype=np.int64)
 
 
 def _rank_in_list(scores: np.ndarray, lists: int) -> np.ndarray:
@@ -184,11 +200,29 @@ def _merge_slots(ids, scores, top_n, exclude, lists, active, shares) -> list[np.
 
 @dataclass(frozen=True)
 class RecallQuery:
-    """One caller's request: its users' click histories, how many ids each, history left out?"""
+    """One caller's request: its users' click histories, how many ids each, history left out?
+
+    where: the Milvus filter its search must use ("" = none; queries answered together share
+    one search, so they must share it too); allowed: bool [item_count], the items that filter
+    admits (for the popular fallback). details: answer (ids, scores, interests) per user.
+    """
 
     histories: Sequence[Sequence[int]]
     top_k: int
     exclude_history: bool = True
+    where: str = ""
+    allowed: np.ndarray | None = None
+    details: bool = False
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """One user's answer with its reasons: the score of each id and the interest that found it
+    (-1 and NaN for the popular items a user with no known history gets)."""
+
+    ids: np.ndarray  # int64
+    scores: np.ndarray  # float32
+    interests: np.ndarray  # int64
 
 
 def recall(
@@ -213,7 +247,7 @@ def recall_many(
     timings: dict[str, float] | None = None,
     merge: str = DEFAULT_MERGE,
     unknown: list[int] | None = None,
-) -> list[list[list[int]]]:
+) -> list[list[list[int]] | list[Recalled]]:
     """Answer several queries with ONE ``tower.interests`` call and ONE ``search``.
 
     This is what lets the service batch concurrent requests: the model and Milvus
@@ -224,8 +258,11 @@ def recall_many(
     is nothing to personalise from). When ``timings`` is given, seconds spent in the
     tower, the search and the merge are added to it. ``merge`` picks how the K lists
     become one (``MERGES``, see merge_hits). When ``unknown`` is given, each query's number of
-    history ids the tower does not know (ignored) is appended to it.
+    history ids the tower does not know (ignored) is appended to it. A query with ``details``
+    gets a ``Recalled`` per user instead of a list of ids.
     """
+    if len({q.where for q in queries}) > 1:
+        raise ValueError("queries answered by one search must share its filter (where)")
     for q in queries:
         if q.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {q.top_k}")
@@ -258,16 +295,29 @@ def recall_many(
         nothing = np.empty(0, np.int64)
         exclude = [h if q.exclude_history else nothing
                    for q, q_known in zip(queries, known) for h in q_known]
-    merged = merge_hits(ids.reshape(users, -1), scores.reshape(users, -1),
+    flat_scores = scores.reshape(users, -1)
+    positions: list[np.ndarray] | None = [] if any(q.details for q in queries) else None
+    merged = merge_hits(ids.reshape(users, -1), flat_scores,
                         max(q.top_k for q in queries), exclude, strategy=merge, lists=k,
-                        active=active, shares=shares)
-    answers: list[list[list[int]]] = []
-    rows = iter(zip(merged, (h for q_known in known for h in q_known)))
+                        active=active, shares=shares, positions=positions)
+    answers: list = []
+    rows = iter(zip(range(users), merged, (h for q_known in known for h in q_known)))
     for q in queries:
-        answers.append([
-            (tower.popular_items(q.top_k) if len(h) == 0 else row[:q.top_k]).tolist()
-            for row, h in itertools.islice(rows, len(q.histories))
-        ])
+        answer = []
+        for u, row, h in itertools.islice(rows, len(q.histories)):
+            if len(h) == 0:
+                row = tower.popular_items(q.top_k) if q.allowed is None \
+                    else tower.popular_items(q.top_k, q.allowed)
+            row = row[:q.top_k]
+            if not q.details:
+                answer.append(row.tolist())
+            elif len(h) == 0:
+                answer.append(Recalled(row, np.full(len(row), np.nan, np.float32),
+                                       np.full(len(row), -1, np.int64)))
+            else:
+                cols = positions[u][:q.top_k]  # type: ignore[index]
+                answer.append(Recalled(row, flat_scores[u, cols], cols // per_vector))
+        answers.append(answer)
     if timings is not None:
         t3 = time.perf_counter()
         for name, seconds in (("tower", t1 - t0), ("search", t2 - t1), ("merge", t3 - t2)):

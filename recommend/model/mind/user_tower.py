@@ -16,9 +16,18 @@ from typing import Any
 import numpy as np
 import paddle
 
-from mind.checkpoint import checkpoint_root, list_epochs, load_item_counts, load_model, read_meta
+from mind.checkpoint import (
+    ITEM_MAP_FILE,
+    checkpoint_root,
+    item_map_path,
+    list_epochs,
+    load_item_counts,
+    load_model,
+    read_meta,
+)
 from mind.config import Config, load_config
 from mind.reader import pad_histories
+from recdata.itemmap import ItemMap, read_item_map
 
 
 class UserTower:
@@ -35,6 +44,12 @@ class UserTower:
         self.dim = int(hp.embedding_dim)
         self.num_interests = int(hp.interest_num)
         self._identity: dict[str, Any] | None = None
+        # Keys and metadata of the items, when the data had an item_map.tsv (None: ids only).
+        path = item_map_path(config, epoch)
+        self.catalogue: ItemMap | None = None if path is None else read_item_map(path)
+        if self.catalogue is not None and len(self.catalogue) != self.item_count - 1:
+            raise ValueError(f"{path}: {len(self.catalogue)} items for item_count "
+                             f"{self.item_count}")
         counts = np.asarray(load_item_counts(config, epoch), dtype=np.int64)
         counts[0] = -1  # padding is never popular
         # Stable sort: among equally popular items the smaller id (more frequent in
@@ -87,11 +102,16 @@ class UserTower:
                 "run_id": meta.get("run_id"),
                 "items_sha256": hashlib.sha256(vectors.tobytes()).hexdigest(),
                 "model_sha256": meta.get("files", {}).get("rec.pdparams"),
+                # Which keys the ids stand for: another catalogue's keys are another model.
+                "item_map_sha256": meta.get("files", {}).get(ITEM_MAP_FILE),
                 "item_count": self.item_count,
                 "dim": self.dim,
             }
         return self._identity
 
-    def popular_items(self, n: int) -> np.ndarray:
-        """The n items most clicked in training, most clicked first."""
-        return self._popular[:n].copy()
+    def popular_items(self, n: int, allowed: np.ndarray | None = None) -> np.ndarray:
+        """The n items most clicked in training, most clicked first; only those where the
+        bool mask ``allowed`` [item_count] is True, when given."""
+        if allowed is None:
+            return self._popular[:n].copy()
+        return self._popular[allowed[self._popular]][:n]

@@ -66,15 +66,18 @@ def build_router(settings: Settings) -> APIRouter:
     @router.post(
         "/rec/recall",
         response_model=RecallResponse,
-        summary="Recall item ids for a batch of click histories",
+        summary="Recall items for a batch of click histories (by item ids or item keys)",
         description=(
-            "One row per user, best first, at most `top_k` ids. History ids the model "
-            "does not know are ignored; a user left with none gets the most popular items. "
+            "One row per user, best first, at most `top_k` items: ids for rows of ids, keys for "
+            'rows of keys, or item objects with score, interest and metadata (`"return": '
+            '"items"`). `where` keeps only items whose metadata matches. History items the '
+            "model does not know are ignored; a user left with none gets the most popular items. "
             f"Limits: {settings.MAX_BATCH_USERS} users, {settings.MAX_HISTORY_LEN} ids per "
             f"history, top_k <= {settings.MAX_TOP_K}, body <= {settings.MAX_BODY_BYTES} bytes."
         ),
         responses={
-            409: {"model": ErrorResponse, "description": "Nothing inserted yet"},
+            409: {"model": ErrorResponse, "description": "Nothing inserted yet, or the "
+                  "collection holds another model's items"},
             413: {"model": ErrorResponse, "description": "Body larger than MAX_BODY_BYTES"},
             422: {"model": ValidationErrorResponse, "description": "What is wrong, and where"},
             **_UNAVAILABLE,
@@ -85,9 +88,18 @@ def build_router(settings: Settings) -> APIRouter:
         body: Any = await bodies.parse_async(RecallRequest, await request.body(),
                                              request.headers.get("content-type"),
                                              factory=rebuild, arrays=("hist_item",))
-        rows = await engine.recall_async(body.hist_item, body.top_k, body.exclude_history)
-        # Plain ints need no pydantic encoding pass.
-        return Response(orjson.dumps(rows), media_type="application/json")
+        catalogue = engine.catalogue
+        histories = body.hist_item
+        keys = bool(histories) and len(histories[0]) > 0 and isinstance(histories[0][0], str)
+        if keys:
+            histories = catalogue.ids_of(histories)
+        expr, allowed = catalogue.where(body.where)
+        items = body.return_ == "items"
+        rows = await engine.recall_async(histories, body.top_k, body.exclude_history,
+                                         where=expr, allowed=allowed, details=items)
+        # Plain lists need no pydantic encoding pass.
+        return Response(orjson.dumps(catalogue.answer(rows, keys, items)),
+                        media_type="application/json")
 
     @router.post(
         "/rec/count",
