@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,3 +286,23 @@ def test_keys_items_and_filters_on_a_milvus_server(keyed_model, milvus_server):
             assert all(type(i) is int for i in plain[0]) and len(plain[0]) == 10
         finally:
             c.post("/qa/drop", headers=AUTH)
+
+
+def test_a_big_body_of_keys_is_read_off_the_event_loop_and_answered_as_a_small_one(keyed):
+    """Over 64 KiB a body goes to the parser process, which sends id rows back as arrays:
+    key rows must come back as they were."""
+    from service import bodies
+
+    rng = np.random.default_rng(5)
+    hist = [[f"SKU-{i:04d}" for i in rng.integers(1, 401, 1000)] for _ in range(8)]
+    body = {"top_k": 10, "hist_item": hist}
+    assert len(json.dumps(body)) > bodies.BIG_BODY_BYTES
+    deadline = time.monotonic() + 60
+    while not (bodies._process_ready and bodies._process_ready.done()):
+        assert time.monotonic() < deadline, "parser process did not start"
+        time.sleep(0.2)
+    big = keyed.post("/rec/recall", json=body)
+    assert big.status_code == 200, big.text
+    small = [keyed.post("/rec/recall", json={"top_k": 10, "hist_item": [h]}).json()[0]
+             for h in hist]
+    assert big.json() == small
