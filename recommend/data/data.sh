@@ -1,8 +1,10 @@
 #!/bin/sh
-# Prepare a dataset for MIND: train/, valid/, test/ and meta.json under recommend/data/<variant>/.
+# Prepare a dataset for MIND: train/, valid/, test/, meta.json and item_map.tsv under
+# recommend/data/<variant>/.
 #   cd recommend/data && sh data.sh                 # full ComiRec AmazonBook (download)
 #   sh data.sh synthetic [--seed N] [--full] ...    # offline, planted multiple interests
 #   sh data.sh movielens                            # MovieLens-100k (pip download of recbole)
+#   sh data.sh import --clicks FILE [--items FILE] --out DIR   # a shop's own click log
 #   sh data.sh --help | sh data.sh synthetic --help
 # All logic lives in the Python package recdata (python -m recdata, which also reports a
 # missing numpy); this only finds Python.
