@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mind.reader import read_eval_dir, read_train_dir
+from recdata.itemmap import read_item_map
 from recdata.protocol import history_lengths, render_train, split_users
 from recdata.synthetic import SyntheticConfig, generate
 
@@ -82,8 +83,9 @@ def test_synthetic_end_to_end(tmp_path):
     assert (out / "truth.npz").is_file()
 
 
-def ml100k_reference(cache: Path) -> dict[int, list[int]]:
-    """Independent reading of the wheel's ml-100k: per user, frequency ids in timestamp order."""
+def ml100k_reference(cache: Path) -> tuple[dict[int, list[int]], dict[str, int]]:
+    """Independent reading of the wheel's ml-100k: per user, frequency ids in timestamp order;
+    and the id of each MovieLens item id."""
     with zipfile.ZipFile(cache / "recbole-1.2.1-py3-none-any.whl") as zf:
         lines = zf.read("recbole/dataset_example/ml-100k/ml-100k.inter").decode().splitlines()[1:]
     rows = [tuple(line.split("\t")) for line in lines]
@@ -95,7 +97,8 @@ def ml100k_reference(cache: Path) -> dict[int, list[int]]:
     per_user: dict[int, list[tuple[float, int]]] = {}
     for r in rows:
         per_user.setdefault(int(r[0]), []).append((float(r[3]), new_id[r[1]]))
-    return {u: [i for _, i in sorted(v, key=lambda x: x[0])] for u, v in per_user.items()}
+    seqs = {u: [i for _, i in sorted(v, key=lambda x: x[0])] for u, v in per_user.items()}
+    return seqs, new_id
 
 
 def test_movielens_end_to_end(tmp_path):
@@ -106,12 +109,23 @@ def test_movielens_end_to_end(tmp_path):
     meta, train, valid, test = check_dataset(out)
     assert meta["item_count"] == 1683  # 1,682 movies + padding
     assert sum(meta["clicks"].values()) == 100_000 and sum(meta["users"].values()) == 943
-    ref = ml100k_reference(cache)
+    ref, new_id = ml100k_reference(cache)
     for u, seq in list(train.items())[:50]:
         assert seq.tolist() == ref[u]
     for ev in (valid, test):
         for u, h, e in zip(ev.user_ids.tolist(), ev.histories, ev.eval_items, strict=True):
             assert h.tolist() + e.tolist() == ref[u]
+    # item_map.tsv: row id i is the movie the data calls i, with the wheel's ml-100k.item row.
+    m = read_item_map(out / "item_map.tsv")
+    assert len(m) == 1682 and m.list_columns == {"genre"}
+    assert all(m.keys[i] == raw for raw, i in new_id.items())
+    with zipfile.ZipFile(cache / "recbole-1.2.1-py3-none-any.whl") as zf:
+        rows = zf.read("recbole/dataset_example/ml-100k/ml-100k.item").decode().splitlines()[1:]
+    for raw, title, year, genres in (r.split("\t") for r in rows):
+        i = new_id[raw]
+        assert (m.columns["title"][i], m.columns["year"][i]) == (title, year)
+        assert m.columns["genre"][i] == tuple(genres.split())
+    assert m.columns["title"][new_id["50"]] == "Star Wars" and new_id["50"] == 1
 
 
 # -- amazonbook through a local HTTP server ----------------------------------------------------
@@ -136,8 +150,9 @@ def book():
     members = {
         f"book_data/book_{s}.txt": render_train(parts[s]) for s in ("train", "valid", "test")
     }
+    # Listed backwards: the map places each ASIN by its id, not by its line.
     members["book_data/book_item_map.txt"] = "".join(
-        f"B{i:09d},{i}\n" for i in range(1, n_items + 1)
+        f"B{i:09d},{i}\n" for i in range(n_items, 0, -1)
     ).encode()
     members["book_data/book_user_map.txt"] = b"A1,0\n"
     seqs = {
@@ -198,6 +213,8 @@ def server():
 def check_book_output(out: Path, book: dict) -> None:
     meta, train, valid, test = check_dataset(out)
     assert meta["item_count"] == book["expect"]
+    keys = read_item_map(out / "item_map.tsv").keys.tolist()
+    assert keys == ["", *(f"B{i:09d}" for i in range(1, book["expect"]))]
     assert set(train) == set(book["seqs"]["train"])
     assert all(train[u].tolist() == v for u, v in book["seqs"]["train"].items())
     for name, ev in (("valid", valid), ("test", test)):
@@ -326,6 +343,12 @@ def test_amazonbook_checks_members_and_extracted_files(tmp_path, book):
     short_map["book_data/book_item_map.txt"] = b"B1,1\n"
     res = run(short_map)
     assert res.returncode == 1 and "book_item_map.txt: expected" in res.stderr
+    twice = dict(m)
+    twice["book_data/book_item_map.txt"] = m["book_data/book_item_map.txt"].replace(
+        b",1\n", b",2\n")
+    res = run(twice)
+    assert res.returncode == 1 and "book_item_map.txt:" in res.stderr
+    assert "expected `ASIN,id` with a new id" in res.stderr
     assert not (tmp_path / "out").exists()
     res = run(m)  # file:// URL, read in place
     assert res.returncode == 0, res.stderr

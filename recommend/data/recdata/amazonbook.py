@@ -3,9 +3,10 @@
 The archive holds ComiRec's preprocessed files under `book_data/`: `book_train.txt`,
 `book_valid.txt`, `book_test.txt` (lines `uid,item_id,order`, users already split 8:1:1 by
 ComiRec, items numbered 1..367,982 by descending frequency) and side files such as
-`book_item_map.txt`. We keep ComiRec's user split and apply the 80/20 history/eval cut of
-recdata.protocol to valid/test. An archive that instead carries PaddleRec-format `train/`,
-`valid/`, `test/` directories is validated and installed unchanged.
+`book_item_map.txt` (lines `ASIN,id`; it becomes item_map.tsv, the ASIN as key). We keep
+ComiRec's user split and apply the 80/20 history/eval cut of recdata.protocol to valid/test.
+An archive that instead carries PaddleRec-format `train/`, `valid/`, `test/` directories is
+validated and installed unchanged (without an item map: it has none).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .atomic import atomic_dir
 from .clicks import Clicks
 from .download import fetch
 from .formats import data_files, read_eval_dir, read_train_clicks
+from .itemmap import ITEM_MAP_FILE, write_item_map
 from .output import creation_command, write_dataset
 from .protocol import SPLITS, drop_short
 
@@ -83,20 +85,32 @@ def _extract(archive: Path, members: list[tarfile.TarInfo], wanted: set[str], in
         tar.extractall(into, members=pick, filter="data")  # 'data' refuses links/abs paths out
 
 
-def _check_items(splits: dict[str, Clicks], expect_items: int, item_map: Path | None) -> None:
+def _check_items(splits: dict[str, Clicks], expect_items: int) -> None:
     top = max(int(c.items.max()) for c in splits.values())
     if top + 1 != expect_items:
         raise ArchiveError(
             f"expected {expect_items} item rows (max item id {expect_items - 1} + padding 0), "
             f"found max item id {top}; pass --expect-items {top + 1} if this is intended"
         )
-    if item_map is not None:
-        rows = sum(1 for line in item_map.open() if line.strip())
-        if rows != expect_items - 1:
-            raise ArchiveError(f"{item_map.name}: expected {expect_items - 1} rows, found {rows}")
     users = [set(c.user_ids.tolist()) for c in splits.values()]
     if users[0] & users[1] or users[0] & users[2] or users[1] & users[2]:
         raise ArchiveError("expected disjoint user sets in book_train/valid/test, found overlap")
+
+
+def read_item_map(path: Path, expect_items: int) -> list[str]:
+    """The ASIN of each item id 1..N from ComiRec's `ASIN,id` lines (N rows, each id once)."""
+    text = path.read_text(encoding="utf-8")
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if len(lines) != expect_items - 1:
+        raise ArchiveError(f"{path.name}: expected {expect_items - 1} rows, found {len(lines)}")
+    keys = [""] * (expect_items - 1)
+    for lineno, line in lines:
+        asin, _, raw = line.rpartition(",")
+        if not (asin and raw.isdigit() and 1 <= int(raw) < expect_items) or keys[int(raw) - 1]:
+            raise ArchiveError(f"{path.name}:{lineno}: expected `ASIN,id` with a new id in "
+                               f"1..{expect_items - 1}, found {line!r}")
+        keys[int(raw) - 1] = asin
+    return keys
 
 
 def _convert_comirec(
@@ -107,15 +121,20 @@ def _convert_comirec(
     for s in SPLITS:
         clicks = read_train_clicks(root / found[s], item_count=expect)
         splits[s], dropped[s] = drop_short(clicks)
-    item_map = root / found["item_map"] if "item_map" in found else None
-    _check_items(splits, expect, item_map)
+    _check_items(splits, expect)
+    keys = read_item_map(root / found["item_map"], expect) if "item_map" in found else None
     meta = {
         "source": f"ComiRec AmazonBook ({url}), ComiRec's own user split",
         "seed": None,
         "options": {"url": url, "expect_items": expect},
         "dropped_short_users": dropped,
     }
-    return write_dataset(out_dir, splits, expect, meta)
+
+    def write_map(tmp: Path) -> None:
+        if keys is not None:  # without book_item_map.txt the ids are the items' only names
+            write_item_map(tmp / ITEM_MAP_FILE, keys)
+
+    return write_dataset(out_dir, splits, expect, meta, extra=write_map)
 
 
 def _install_paddlerec(

@@ -1,7 +1,7 @@
 """`item_map.tsv`: which shop item (key, title, genres, ...) each integer item id stands for.
 
     id	key	title	year	genre:list
-    1	50	Star Wars (1977)	1977	Action|Adventure|Romance|Sci-Fi|War
+    1	50	Star Wars	1977	Action|Adventure|Romance|Sci-Fi|War
 
 A header line, then one row per item id 1..N in order (0 is padding and has no row). `key` is the
 item's own identifier (an SKU, an ASIN, a MovieLens id: always a string, unique, non-empty); the
