@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mind.reader import read_eval_dir, read_train_dir
-from recdata.synthetic import SyntheticConfig, generate, prepare
+from recdata.itemmap import read_item_map
+from recdata.synthetic import SyntheticConfig, category_name, generate, prepare
 
 SMALL = SyntheticConfig(items=600, categories=12, users=500, min_len=8, max_len=30, seed=11)
 
@@ -20,7 +21,7 @@ def small_dataset(tmp_path_factory) -> Path:
     return out
 
 
-FILES = ["train/part-0", "valid/part-0", "test/part-0", "truth.npz"]
+FILES = ["train/part-0", "valid/part-0", "test/part-0", "truth.npz", "item_map.tsv"]
 
 
 def test_same_seed_gives_byte_identical_files(small_dataset, tmp_path):
@@ -87,4 +88,9 @@ def test_truth_file_and_frequency_ids(small_dataset):
     counts = np.bincount(items, minlength=item_count)[1:]
     assert (np.diff(counts) <= 0).all()  # id 1 = most clicked, and so on
     assert meta["seed"] == SMALL.seed and meta["options"]["items"] == SMALL.items
+    # item_map.tsv: key p0017 and title "Product 17" for id 17, its planted category's name.
+    m = read_item_map(small_dataset / "item_map.tsv")
+    assert m.keys[17] == "p0017" and m.columns["title"][17] == "Product 17" and len(m) == SMALL.items
+    assert m.columns["category"][1:].tolist() == [category_name(c) for c in cats[1:].tolist()]
+    assert len({category_name(c) for c in range(1000)}) == 1000
     assert meta["users"] == {"train": len(train), "valid": len(valid), "test": len(test)}

@@ -18,6 +18,9 @@ Ground truth, `truth.npz` in the output directory:
 - user_ids: int64 [U], every generated user id (in every split);
 - user_interests: int64 [U, 4], the planted categories of user_ids[i], padded with -1.
 Few items repeat within a user's sequence (those the redraw rounds could not avoid, and noise).
+
+`item_map.tsv` names the items as a shop would: key `p0017` for id 17, title "Product 17" and
+the readable name of its planted category (CATEGORY_NAMES, numbered past the first 40).
 """
 
 from __future__ import annotations
@@ -29,10 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from .clicks import Clicks
+from .itemmap import ITEM_MAP_FILE, write_item_map
 from .output import remap_by_frequency, write_dataset
 from .protocol import drop_short, split_users
 
 MAX_INTERESTS = 4
+CATEGORY_NAMES = (
+    "Books", "Music", "Movies", "Games", "Toys", "Baby", "Kitchen", "Garden", "Tools", "Lighting",
+    "Furniture", "Bedding", "Bath", "Pets", "Grocery", "Coffee", "Wine", "Beauty", "Health",
+    "Fitness", "Cycling", "Camping", "Fishing", "Running", "Shoes", "Bags", "Watches", "Jewellery",
+    "Menswear", "Womenswear", "Kidswear", "Phones", "Laptops", "Cameras", "Audio", "Television",
+    "Office", "Stationery", "Crafts", "Automotive",
+)
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,22 @@ def generate(cfg: SyntheticConfig) -> Generated:
     return Generated(clicks, item_category, interests)
 
 
+def category_name(c: int) -> str:
+    """A readable, distinct name per category: "Garden", ..., then "Garden 2" past the list."""
+    name = CATEGORY_NAMES[c % len(CATEGORY_NAMES)]
+    return name if c < len(CATEGORY_NAMES) else f"{name} {c // len(CATEGORY_NAMES) + 1}"
+
+
+def write_catalogue(path: Path, item_category: np.ndarray) -> None:
+    """item_map.tsv of ids 1..N (module docstring)."""
+    ids = range(1, len(item_category))
+    width = max(4, len(str(len(item_category) - 1)))
+    names = [category_name(c) for c in range(int(item_category.max()) + 1)]
+    write_item_map(path, [f"p{i:0{width}d}" for i in ids],
+                   {"title": [f"Product {i}" for i in ids],
+                    "category": [names[c] for c in item_category[1:].tolist()]})
+
+
 def prepare(out_dir: Path, cfg: SyntheticConfig, full: bool) -> dict:
     """Generate, split by the ComiRec protocol and write the dataset plus truth.npz."""
     t0 = time.perf_counter()
@@ -164,6 +191,7 @@ def prepare(out_dir: Path, cfg: SyntheticConfig, full: bool) -> dict:
             user_ids=gen.clicks.user_ids,
             user_interests=gen.user_interests,
         )
+        write_catalogue(tmp / ITEM_MAP_FILE, gen.item_category)
 
     never = int(cfg.items - np.count_nonzero(np.bincount(gen.clicks.items)))
     meta = {
