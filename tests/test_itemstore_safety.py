@@ -18,7 +18,12 @@ from itemstore.generations import Lease
 from itemstore.identity import decode, describe, encode, same_model
 
 DIM = 8
-ME = f"{gens_mod._HOST}:{os.getpid()}"
+ME = gens_mod._owner()
+
+
+def owner(pid: int, start: str = "123", namespace: str = gens_mod._NAMESPACE) -> str:
+    """A lease owner as another process writes it (host|pid|start|namespace|token)."""
+    return "|".join([gens_mod._HOST, str(pid), start, namespace, uuid.uuid4().hex[:12]])
 
 
 def catalogue(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,8 +54,16 @@ def test_a_lease_lives_while_fresh_and_its_process_is_alive():
     now = int(time.time() * 1000)
     assert Lease(1, ME, now).live()
     assert not Lease(1, ME, now - int(gens_mod.LEASE_SECONDS * 1000) - 1).live()  # stale
-    assert not Lease(1, f"{gens_mod._HOST}:{dead_pid()}", now).live()  # dead, this host
-    assert Lease(1, "another-host:1", now).live()  # elsewhere: only the heartbeat tells
+    assert not Lease(1, owner(dead_pid()), now).live()  # dead, in this PID namespace
+    # Our own pid, started at another time: a process that had the pid before us.
+    assert not Lease(1, owner(os.getpid(), start="1"), now).live()
+    # A container restarted with the same hostname and PID 1 is a new token: its dead
+    # predecessor's lease is not its own, and only the heartbeat tells whether it lives.
+    assert Lease(1, owner(1, namespace="other-boot/pid:[4026531836]"), now).live()
+    # The same host name in another PID namespace (containers on host networking): a pid
+    # that is dead here may be alive there, so the build is not judged dead.
+    assert Lease(1, owner(dead_pid(), namespace="boot/pid:[1]"), now).live()
+    assert Lease(1, "another-host:1", now).live()  # an older version's owner: heartbeat only
 
 
 # ------------------------------------------------------------------ leases on Milvus Lite
@@ -58,7 +71,8 @@ def test_a_replace_yields_to_an_earlier_live_build_and_names_it(store):
     ids, vecs = catalogue(100, 1)
     store.replace_items(ids, vecs, index_type="FLAT")
     store.generations.begin(5)  # an earlier build, still heart-beating
-    with pytest.raises(BuildConflict, match=rf"another insert_data .*process {ME} \(generation 5"):
+    with pytest.raises(BuildConflict, match=rf"another insert_data .*process {os.getpid()} on "
+                       rf"{gens_mod._HOST} \(generation 5"):
         store.replace_items(ids, vecs, index_type="FLAT")
     with pytest.raises(BuildConflict, match="drop after it finishes"):
         store.drop()
@@ -82,7 +96,7 @@ def test_cleanup_spares_a_build_under_way_and_drops_abandoned_ones(store):
     building = leftover(7)
     gens.heartbeat(7)  # a live lease: another process's build under way
     killed = leftover(8)
-    row = {"id": 8, "owner": f"{gens_mod._HOST}:{dead_pid()}",
+    row = {"id": 8, "owner": owner(dead_pid()),
            "heartbeat": int(time.time() * 1000), "unused": [0.0, 0.0]}
     client.upsert(store.collection + "__builds", [row])
     unleased = leftover(9)  # no lease at all: a build of an older version, or by hand
@@ -143,3 +157,15 @@ def test_a_second_process_on_a_lite_file_is_refused_and_the_first_keeps_serving(
     other = ItemStore(store.uri, store.collection, dim=DIM)
     assert other.count() == 80
     assert store.search(vecs[:1], 1)[0][0, 0] == ids[np.argmax(vecs @ vecs[0])]
+
+
+def test_insert_over_a_plain_collection_holding_the_name_on_lite(store):
+    """The tutorial's code made the name a plain collection; insert_data serves over it and
+    drop removes it (the server's case: tests/test_writer_races.py)."""
+    store.conn.client().create_collection(store.collection, dimension=DIM)
+    ids, vecs = catalogue(120, 5)
+    assert store.replace_items(ids, vecs, index_type="FLAT") == 120
+    assert store.count() == 120
+    assert store.search(vecs[:1], 1)[0][0, 0] == ids[np.argmax(vecs @ vecs[0])]
+    store.drop()
+    assert store.collection not in store.generations.names() and store.count() == 0

@@ -9,8 +9,9 @@ Replacing the items never disturbs searches: a replace builds a fresh physical c
 Several processes may replace at once (replicas on one server). Each build holds a lease, a
 row ``(generation, owner, heartbeat)`` in ``<name>__builds``, refreshed every
 HEARTBEAT_SECONDS. Clean-up drops a physical collection only when it is not served and its
-lease is gone, older than LEASE_SECONDS, or owned by a dead process on this host: a build
-under way elsewhere is never dropped (milvus/DEPLOY.md, "Several writers").
+lease is gone, older than LEASE_SECONDS, or owned by a process of this very PID namespace that
+no longer exists: a build under way elsewhere is never dropped (milvus/DEPLOY.md, "Several
+writers"). A drop leaves the lease table, so a build under way keeps its lease.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,36 +40,66 @@ LEASE_SECONDS = 60.0
 _HOST = socket.gethostname()
 
 
-def _owner() -> str:
-    return f"{_HOST}:{os.getpid()}"
-
-
-def _process_alive(pid: int) -> bool:
+def _read(path: str) -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot ("" if it does not exist): with the
+    pid it names one process, even after the pid is reused."""
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rsplit(")", 1)[-1].split()[19] if stat else ""
+
+
+def _pid_namespace() -> str:
+    """This boot and PID namespace: where a pid means the same process as here. A container
+    restarted with the same hostname and PID 1, or another on host networking, is elsewhere."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return f"{_read('/proc/sys/kernel/random/boot_id')}/{ns}"
+
+
+# Who holds a lease: a random token per process (never mistaken for another), plus where
+# its pid can be checked. "host|pid|start|namespace|token" (a namespace holds ':' and '/').
+_NAMESPACE = _pid_namespace()
+_OWNER = "|".join([_HOST, str(os.getpid()), _start_time(os.getpid()), _NAMESPACE,
+                   uuid.uuid4().hex[:12]])
+
+
+def _owner() -> str:
+    return _OWNER
 
 
 @dataclass(frozen=True)
 class Lease:
     generation: int
-    owner: str  # "host:pid"
+    owner: str  # _OWNER of the process building it
     heartbeat_ms: int
 
     def live(self, now_ms: int | None = None) -> bool:
+        """Heartbeat younger than LEASE_SECONDS; and, when the owner's pid can be checked here
+        (same boot and PID namespace, with a start time), that process still running."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         if now_ms - self.heartbeat_ms > LEASE_SECONDS * 1000:
             return False
-        host, _, pid = self.owner.rpartition(":")
-        return host != _HOST or not pid.isdigit() or _process_alive(int(pid))
+        parts = self.owner.split("|")
+        if len(parts) != 5 or not parts[1].isdigit() or not parts[2] or parts[3] != _NAMESPACE \
+                or not _NAMESPACE.split("/")[-1]:
+            return True  # another host or namespace: only the heartbeat can tell
+        return _start_time(int(parts[1])) == parts[2]
 
     def describe(self) -> str:
         age = max(0.0, time.time() - self.heartbeat_ms / 1000)
-        return f"process {self.owner} (generation {self.generation}, heartbeat {age:.0f} s ago)"
+        host, pid = (self.owner.split("|") if "|" in self.owner
+                     else self.owner.split(":") + ["?"])[:2]
+        return (f"process {pid} on {host} (generation {self.generation}, heartbeat "
+                f"{age:.0f} s ago)")
 
 
 def _tiny_schema(description: str, *fields: tuple[str, DataType, dict]) -> Any:
@@ -107,9 +139,19 @@ class Generations:
     def generation(physical: str) -> int:
         return int(physical.rsplit(PHYSICAL, 1)[1])
 
+    def is_physical(self, name: str) -> bool:
+        """One of our generations (not a plain collection that holds the served name)."""
+        prefix = self.collection + PHYSICAL
+        return name.startswith(prefix) and name[len(prefix):].isdigit()
+
     def drop_collection(self, name: str) -> None:
+        """Drop ``name`` if it exists (another writer may drop it first: not an error)."""
         if name in self.names():
-            self.conn.call(lambda c: c.drop_collection(name, timeout=self.timeout))
+            try:
+                self.conn.call(lambda c: c.drop_collection(name, timeout=self.timeout))
+            except Exception as exc:
+                if not is_not_found(exc):
+                    raise
 
     # ------------------------------------------------------------------ served
     def served(self) -> str | None:
@@ -128,18 +170,30 @@ class Generations:
             previous = self._pointer()
             self._point_to(physical)
             return previous
-        previous = self._alias_target()
-        if previous:
-            self.conn.call(lambda c: c.alter_alias(physical, self.collection, timeout=self.timeout))
-            return previous
-        if self.collection in self.names():
-            # A plain collection already holds the name: it must go before the alias can
-            # take the name; searches fail for that moment only.
-            self.drop_collection(self.collection)
-        self.conn.call(lambda c: c.create_alias(physical, self.collection, timeout=self.timeout))
-        return None
+        for _ in range(3):  # another writer may create or drop the alias meanwhile
+            previous = self._alias_target()
+            try:
+                if previous:
+                    self.conn.call(lambda c: c.alter_alias(physical, self.collection,
+                                                           timeout=self.timeout))
+                    return previous
+                if self.collection in self.names():
+                    # A plain collection holds the name (the tutorial's own code, an older
+                    # version, or by hand): it must go before the alias can take the name;
+                    # searches fail for that moment only.
+                    self.drop_collection(self.collection)
+                self.conn.call(lambda c: c.create_alias(physical, self.collection,
+                                                        timeout=self.timeout))
+                return None
+            except Exception as exc:
+                if not _alias_race(exc):
+                    raise
+                log.info("the alias %s changed under this switch (%s); again", self.collection, exc)
+        raise BuildConflict(f"another process keeps switching collection {self.collection!r}; "
+                            "try again")
 
     def _alias_target(self) -> str | None:
+        """The physical collection the alias names, None if there is no alias."""
         # Scan our physical collections' aliases instead of describe_alias, whose "not found"
         # pymilvus logs as an ERROR with a traceback on every call.
         for name in self.physical_names():
@@ -260,22 +314,36 @@ class Generations:
         return dropped
 
     def drop_all(self) -> None:
-        """Drop the served name, every generation and the bookkeeping; BuildConflict while
-        another process is building (its build would fail halfway)."""
+        """Drop the served name and every generation; BuildConflict while another process
+        is building (its build would fail halfway). The lease table stays: a build that
+        starts meanwhile holds its lease there, and clean-up never drops what it builds."""
+        names = self.physical_names()  # before the leases, as in cleanup
         others = self.others_building()
         if others:
             raise BuildConflict(f"another insert_data is loading collection {self.collection!r}: "
                                 f"{others[0].describe()}; drop after it finishes")
         if self.conn.backend == "server":
             if self._alias_target():
-                self.conn.call(lambda c: c.drop_alias(self.collection, timeout=self.timeout))
+                try:
+                    self.conn.call(lambda c: c.drop_alias(self.collection, timeout=self.timeout))
+                except Exception as exc:
+                    if not _alias_race(exc):
+                        raise
         else:
             self.drop_collection(self.collection + POINTER)
-        for name in self.physical_names():
+        # A build that began since the check creates its collection after `names` was read.
+        for name in names:
             self.drop_collection(name)
-        self.drop_collection(self.collection + BUILDS)
         # A plain collection of that name (made before this module, or by hand).
         self.drop_collection(self.collection)
+
+
+def _alias_race(exc: Exception) -> bool:
+    """An alias error that means another writer got there first (created, moved or dropped
+    it), which a second look resolves."""
+    text = str(exc).lower()
+    return is_not_found(exc) or "alias" in text and any(
+        w in text for w in ("not exist", "not found", "already exist", "exists", "duplicate"))
 
 
 class Heartbeat:

@@ -8,6 +8,7 @@ every collection it builds and refuses (ModelMismatch) to search a collection of
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -23,6 +24,8 @@ from itemstore.fields import ScalarField
 from itemstore.generations import BUILDS, PHYSICAL, POINTER, Generations, Heartbeat
 from itemstore.identity import Identity, decode, encode, mismatch_message, same_model
 from itemstore.vectors import augment, check_items, check_queries, fit_queries, pad_hits
+
+log = logging.getLogger("itemstore")
 
 # Index types each backend accepts for a FLOAT_VECTOR field.
 INDEX_TYPES: dict[str, tuple[str, ...]] = {
@@ -115,7 +118,10 @@ class ItemStore:
         gens = self.generations
         with self._replace_lock:
             served = gens.served()
-            gen = max(time.time_ns() // 1000, gens.generation(served) + 1 if served else 0)
+            # A plain collection holding the name (not one of ours) has no generation: the
+            # switch replaces it (the upgrade path from the tutorial's own code).
+            newest = gens.generation(served) + 1 if served and gens.is_physical(served) else 0
+            gen = max(time.time_ns() // 1000, newest)
             physical = gens.physical_name(gen)
             gens.begin(gen)
             try:
@@ -136,9 +142,13 @@ class ItemStore:
                 except Exception:  # the lease ages out instead
                     pass
             self._served_cache, self._served_read_at = physical, time.monotonic()
-            if previous and previous != physical:
-                gens.drop_collection(previous)
-            gens.cleanup()
+            try:  # the new items are served: a failed tidy-up is the next build's to finish
+                if previous and previous != physical:
+                    gens.drop_collection(previous)
+                gens.cleanup()
+            except Exception as exc:
+                log.warning("insert_data: %s is served; clean-up of older collections "
+                            "failed and is left to the next insert: %s", physical, exc)
         return int(ids.shape[0])
 
     def search(self, vectors: np.ndarray, top_k: int, filter: str = ""
@@ -163,21 +173,22 @@ class ItemStore:
 
     def count(self) -> int:
         """Number of items served; 0 when the collection is missing or empty."""
-        name = self._served()
-        if name is None:
-            return 0
-        try:
-            rows = self.conn.call(lambda c: c.query(name, filter="", output_fields=["count(*)"],
-                                                    timeout=self.timeout))
-        except MilvusException as exc:
-            if is_not_found(exc):
-                self._served_cache = None
-                return self.count() if self._served(refresh=True) else 0
-            if is_not_loaded(exc):
-                self.conn.call(lambda c: c.load_collection(name, timeout=self.timeout))
-                return self.count()
-            raise
-        return int(rows[0]["count(*)"]) if rows else 0
+        for attempt in range(3):  # resolved again after a switch, or loaded, then counted
+            name = self._served(refresh=attempt > 0)
+            if name is None:
+                return 0
+            try:
+                rows = self.conn.call(lambda c: c.query(
+                    name, filter="", output_fields=["count(*)"], timeout=self.timeout))
+            except MilvusException as exc:
+                if is_not_found(exc):
+                    continue
+                if is_not_loaded(exc):
+                    self.conn.call(lambda c: c.load_collection(name, timeout=self.timeout))
+                    continue
+                raise
+            return int(rows[0]["count(*)"]) if rows else 0
+        return 0  # the served name points at a collection that is gone
 
     def served_identity(self) -> dict[str, Any] | None:
         """The model identity of the served collection (CollectionMissing if none is served)."""

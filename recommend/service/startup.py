@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Settings, SettingsError
-from itemstore import LiteFileBusy, MilvusUnavailable
+from itemstore import BuildConflict, LiteFileBusy, MilvusUnavailable
+from itemstore.generations import HEARTBEAT_SECONDS, LEASE_SECONDS
 from mind.checkpoint import CheckpointError
 from mind.config import ConfigError
 from service import metrics
@@ -54,12 +56,35 @@ def open_engine(settings: Settings) -> RecallEngine:
         log.warning("cannot check the collection yet: %s", exc)
         return engine
     if state != "ok" and settings.AUTO_INSERT:
-        log.info("AUTO_INSERT: %s; loading this model's items", state)
-        result = engine.insert_data()
-        log.info("AUTO_INSERT: %d items loaded in %.1f s", result.count, result.seconds)
+        auto_insert(engine, state)
     elif state != "ok":
         log.warning("not ready: %s (or start with AUTO_INSERT=1)", state)
     return engine
+
+
+def auto_insert(engine: RecallEngine, state: str) -> None:
+    """Load this model's items at start-up. While another replica's build is under way, wait
+    for it (it may be loading this very model) rather than fail: a start-up that fails is
+    restarted, and would find the same build, a crash loop. Still busy after a lease's
+    lifetime: start not ready (/readyz says why)."""
+    deadline = time.monotonic() + LEASE_SECONDS + 2 * HEARTBEAT_SECONDS
+    while True:
+        log.info("AUTO_INSERT: %s; loading this model's items", state)
+        try:
+            result = engine.insert_data()
+        except BuildConflict as exc:
+            if time.monotonic() > deadline:
+                log.warning("AUTO_INSERT gave up, not ready: %s", exc)
+                return
+            log.info("AUTO_INSERT waits: %s", exc)
+            time.sleep(HEARTBEAT_SECONDS)
+            state = engine.collection_state()
+            if state == "ok":
+                log.info("AUTO_INSERT: another replica loaded this model's items")
+                return
+            continue
+        log.info("AUTO_INSERT: %d items loaded in %.1f s", result.count, result.seconds)
+        return
 
 
 class OneLineStartErrors:
