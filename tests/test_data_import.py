@@ -255,6 +255,10 @@ def test_generated_config_loads_with_this_data_and_the_shipped_defaults(tmp_path
     for key in ("train_data_dir", "valid_data_dir", "test_data_dir", "model_save_path",
                 "infer_load_path"):
         del shipped["runner"][key], mine["runner"][key]
+    # Sized to the data: an epoch of one sample per click, early stopping on valid.
+    assert mine["runner"].pop("samples_per_epoch") is None
+    assert mine["runner"].pop("early_stopping_patience") == 3
+    del shipped["runner"]["samples_per_epoch"], shipped["runner"]["early_stopping_patience"]
     del shipped["hyper_parameters"]["item_count"], mine["hyper_parameters"]["item_count"]
     assert mine == shipped
     assert "# (int) training epochs" in text and "amazonbook" not in text
