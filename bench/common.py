@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 BENCH = Path(__file__).resolve().parent
@@ -117,14 +118,30 @@ def ensure_data(profile: Profile) -> Path:
     stamp = out / "bench_args.json"
     if (out / "meta.json").exists() and stamp.exists() and \
             json.loads(stamp.read_text()) == list(profile.data_args):
+        ensure_item_map(out)  # data cached before the bench wrote maps
         return out
     log(f"generating the {profile.name} catalogue into {out} (sh data.sh synthetic "
         f"{' '.join(profile.data_args)})")
     env = {**os.environ, "PYTHON": sys.executable}
     subprocess.run(["sh", "data.sh", "synthetic", *profile.data_args, "--out", str(out)],
                    cwd=DATA_DIR, env=env, check=True, stdout=subprocess.DEVNULL)
+    ensure_item_map(out)
     stamp.write_text(json.dumps(list(profile.data_args)))
     return out
+
+
+def ensure_item_map(data: Path) -> Path:
+    """The data's item_map.tsv; when `data.sh synthetic` wrote none, one from truth.npz: key
+    `SKU-0000017` for id 17 and a `category` column (the planted category), so the serve bench
+    can measure the key path. A map the data already has is used unchanged."""
+    from recdata.itemmap import ITEM_MAP_FILE, write_item_map
+
+    path = data / ITEM_MAP_FILE
+    if not path.exists():
+        category = np.load(data / "truth.npz")["item_category"][1:]
+        write_item_map(path, [f"SKU-{i:07d}" for i in range(1, len(category) + 1)],
+                       {"category": [f"C{c:03d}" for c in category.tolist()]})
+    return path
 
 
 def item_count(profile: Profile) -> int:
@@ -159,13 +176,19 @@ def config_path(profile: Profile) -> Path:
 def ensure_model(profile: Profile) -> Path:
     """Config path of a model trained once (epoch 0) with `trainer.py` on the profile's data."""
     cfg = config_path(profile)
-    from mind.checkpoint import list_epochs
+    from mind.checkpoint import ITEM_MAP_FILE, META_FILE, list_epochs
     from mind.config import load_config
+    from recdata.itemmap import file_sha256
 
-    if 0 not in list_epochs(load_config(cfg).runner.model_save_path):
+    root = Path(load_config(cfg).runner.model_save_path)
+    data_map = file_sha256(ensure_item_map(data_dir(profile)))
+    # A model trained before the data had its map (or on another map) serves no keys: retrain.
+    trained = 0 in list_epochs(root) and json.loads((root / "0" / META_FILE).read_text()).get(
+        "files", {}).get(ITEM_MAP_FILE) == data_map
+    if not trained:
         log(f"training the {profile.name} bench model ({profile.model_samples} samples)")
-        subprocess.run([sys.executable, "-u", "trainer.py", "-m", str(cfg)], cwd=MODEL_DIR,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-u", "trainer.py", "-m", str(cfg), "--overwrite"],
+                       cwd=MODEL_DIR, check=True, stdout=subprocess.DEVNULL)
     return cfg
 
 
@@ -257,17 +280,17 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far (from /proc; gone ones count 0)."""
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds each process has used so far (from /proc; gone ones left out)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    out = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
 
 
 def milvus_pids() -> list[int]:
@@ -295,8 +318,12 @@ class CpuMeter:
 
     def __exit__(self, *exc: Any) -> None:
         elapsed = time.perf_counter() - self._t0
-        self.cores = {name: round((cpu_seconds(pids) - self._cpu0[name]) / elapsed, 3)
-                      for name, pids in self.groups.items()}
+        # Only processes running at both ends: one that exited meanwhile (another engineer's
+        # Milvus) would count its whole CPU time as negative.
+        self.seconds = {name: sum(now - self._cpu0[name][pid] for pid, now in
+                                  cpu_seconds(pids).items() if pid in self._cpu0[name])
+                        for name, pids in self.groups.items()}
+        self.cores = {name: round(s / elapsed, 3) for name, s in self.seconds.items()}
 
 
 def tree_rss_mb(pid: int) -> dict[str, float]:

@@ -8,6 +8,11 @@ time POST /rec/insert_data of the whole catalogue, then
     count; it shares the 2 cores with the service, which the figures include);
   * the HTTP floor: the same 16-client load on /healthz (no model, no Milvus);
   * service RSS (uvicorn, and with its children: the Milvus Lite process);
+  * the key path (issue 20), on the same users and collection: key rows answered as keys,
+    `"return": "items"`, and a `where` on the category column admitting ~1/20 of the items,
+    each beside integer ids: 1-user latency (the variants' requests in turn), the most
+    clients' throughput and CPU per request (their loads in turn, in rounds), the ratios to
+    ids; one request of each first checks that their answers agree;
   * raw search of the same users' interest vectors straight through ItemStore against the
     service's own collection, batched 128 and 16 users per call, and one user per call;
   * the limit: the same searches in process with exact numpy, and with faiss IVF on the item
@@ -36,6 +41,11 @@ from common import Profile, log, summary_ms
 
 TOP_K = 50
 COLLECTION = "bench_serve"
+# The key path (issue 20), on the same users: integer ids (the reference), key rows answered
+# as keys, as items with metadata ("return": "items"), and key rows filtered on a category.
+KEY_PATH = ("ids", "keys", "items", "where")
+KEY_PATH_ROUNDS = 6
+WHERE_COLUMN, WHERE_SHARE = "category", 1 / 20
 # paddle installs a root log handler at INFO, which would print a line per httpx request.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -84,8 +94,8 @@ class Service:
         self.log_file.close()
 
 
-def _body(histories: list[list[int]]) -> dict[str, Any]:
-    return {"top_k": TOP_K, "hist_item": histories}
+def _body(histories: list[list[Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"top_k": TOP_K, "hist_item": histories, **(extra or {})}
 
 
 def sequential_latency(url: str, histories: list[list[int]], users: int, reps: int) -> dict[str, float]:
@@ -105,7 +115,7 @@ def sequential_latency(url: str, histories: list[list[int]], users: int, reps: i
 
 
 async def _load(url: str, bodies: list[bytes], clients: int, seconds: float, max_requests: int,
-                path: str = "/rec/recall") -> dict[str, Any]:
+                path: str = "/rec/recall", latencies: list[float] | None = None) -> dict[str, Any]:
     """`clients` connections, each posting the next body as soon as its last answer came back.
 
     aiohttp, not httpx: httpx spent ~6 ms of CPU per request here (0.8 of the 2 cores at
@@ -114,7 +124,8 @@ async def _load(url: str, bodies: list[bytes], clients: int, seconds: float, max
     """
     import aiohttp
 
-    latencies: list[float] = []
+    latencies = [] if latencies is None else latencies  # the caller's list: pooled over runs
+    n0 = len(latencies)
     errors = 0
     counter = 0
     headers = {"content-type": "application/json"}
@@ -142,8 +153,9 @@ async def _load(url: str, bodies: list[bytes], clients: int, seconds: float, max
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - t0
-    return {"clients": clients, "requests": len(latencies), "errors": errors,
-            "seconds": elapsed, "users_per_s": len(latencies) / elapsed, **summary_ms(latencies)}
+    n = len(latencies) - n0
+    return {"clients": clients, "requests": n, "errors": errors,
+            "seconds": elapsed, "users_per_s": n / elapsed, **summary_ms(latencies[n0:])}
 
 
 def load_test(url: str, histories: list[list[int]], clients: int, seconds: float,
@@ -170,6 +182,144 @@ def raw_search(search, vectors: np.ndarray, per_vector: int, users_per_call: int
         times.append(time.perf_counter() - t0)
     return {"users_per_call": users_per_call, "users_per_s": u / sum(times),
             "call": summary_ms(times)}
+
+
+def where_filter(catalogue, column: str = WHERE_COLUMN, share: float = WHERE_SHARE
+                 ) -> tuple[dict[str, list[str]], float]:
+    """({column: values}, the share of the items it admits): whole categories, in a seeded
+    order, until about `share` of the catalogue is admitted."""
+    if catalogue is None or column not in catalogue.columns:
+        raise RuntimeError(f"the served model's item map has no {column!r} column "
+                           "(common.ensure_item_map writes one)")
+    values = catalogue.columns[column][1:].astype(str)
+    names, counts = np.unique(values, return_counts=True)
+    chosen, admitted = [], 0
+    for i in np.random.default_rng(0).permutation(len(names)):
+        if admitted >= share * len(values):
+            break
+        chosen.append(str(names[i]))
+        admitted += int(counts[i])
+    return {column: sorted(chosen)}, admitted / len(values)
+
+
+def key_path_requests(histories: list[list[int]], catalogue, where: dict[str, list[str]]
+                      ) -> dict[str, tuple[list[list[Any]], dict[str, Any] | None]]:
+    """(history rows, extra body fields) of each KEY_PATH variant, for the same users."""
+    keys = [catalogue.keys[np.asarray(h, np.int64)].tolist() for h in histories]
+    return {"ids": (histories, None), "keys": (keys, None),
+            "items": (keys, {"return": "items"}), "where": (keys, {"where": where})}
+
+
+def check_key_path(url: str, requests: dict[str, tuple[list[list[Any]], dict[str, Any] | None]],
+                   catalogue, where: dict[str, list[str]], users: int = 16) -> dict[str, Any]:
+    """One request of `users` users per variant: keys name the items ids do, items list the
+    same keys with their metadata, the filter admits only what it should."""
+    import httpx
+
+    got = {}
+    for name, (rows, extra) in requests.items():
+        r = httpx.post(url + "/rec/recall", json=_body(rows[:users], extra), timeout=120)
+        r.raise_for_status()
+        got[name] = r.json()
+    ((column, values),) = where.items()
+    ids_of = catalogue.ids_by_key()
+    value_of = catalogue.columns[column]
+    return {
+        "keys_equal_ids": got["keys"] == [catalogue.keys[np.asarray(r, np.int64)].tolist()
+                                          for r in got["ids"]],
+        "items_equal_keys": [[x["item"] for x in row] for row in got["items"]] == got["keys"],
+        "items_have_metadata": all(set(catalogue.columns) <= set(x) for row in got["items"]
+                                   for x in row),
+        "where_admits_only": all(value_of[ids_of[k]] in values for row in got["where"] for k in row),
+        "where_items_per_user": float(np.mean([len(row) for row in got["where"]])),
+    }
+
+
+def alternating_times(url: str, bodies: dict[str, list[bytes]], reps: int) -> dict[str, list[float]]:
+    """Seconds of `reps` sequential 1-user requests of each variant, taken in turn request by
+    request (the same user for all at each step), after one warm-up request of each."""
+    import httpx
+
+    times: dict[str, list[float]] = {v: [] for v in bodies}
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for i in range(reps + 1):
+            for v, rows in bodies.items():
+                t0 = time.perf_counter()
+                r = client.post("/rec/recall", content=rows[i % len(rows)], headers=headers)
+                dt = time.perf_counter() - t0
+                r.raise_for_status()
+                if i:
+                    times[v].append(dt)
+    return times
+
+
+def passes(url: str) -> tuple[float, float]:
+    """(users, passes) the service's recall batcher has answered so far, from /metrics."""
+    import httpx
+
+    got = dict.fromkeys(("recall_batch_users_sum", "recall_batch_users_count"), 0.0)
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in got:
+            got[name] = float(value)
+    return got["recall_batch_users_sum"], got["recall_batch_users_count"]
+
+
+def key_path(url: str, histories: list[list[int]], catalogue, profile: Profile,
+             groups: dict[str, list[int]]) -> dict[str, Any]:
+    """Each KEY_PATH variant's 1-user latency (requests of the variants in turn) and the most
+    clients' throughput (loads of the variants in turn, rotated each round, so drifting machine
+    load hits all alike), with the CPU ms per request of each group of processes (`groups`)."""
+    where, share = where_filter(catalogue)
+    requests = key_path_requests(histories, catalogue, where)
+    bodies = {v: [json.dumps(_body([h], extra)).encode() for h in rows]
+              for v, (rows, extra) in requests.items()}
+    clients = max(profile.concurrency)
+    out: dict[str, Any] = {"where_filter": where, "where_share": share, "clients": clients,
+                           "rounds": KEY_PATH_ROUNDS,
+                           "checks": check_key_path(url, requests, catalogue, where)}
+    # Twice the 1-user requests and 3x the load time of the ids figures above: the ratios
+    # compare figures a few percent apart.
+    times = alternating_times(url, bodies, 2 * dict(profile.lat_reps)[1])
+    seconds = profile.load_seconds * 3 / KEY_PATH_ROUNDS
+    under_load: dict[str, list[float]] = {v: [] for v in KEY_PATH}
+    loads: dict[str, list[dict[str, Any]]] = {v: [] for v in KEY_PATH}
+    cpu = {v: dict.fromkeys(groups, 0.0) for v in KEY_PATH}
+    batched = {v: np.zeros(2) for v in KEY_PATH}  # users, passes
+    for r in range(KEY_PATH_ROUNDS):
+        for v in KEY_PATH[r % len(KEY_PATH):] + KEY_PATH[:r % len(KEY_PATH)]:
+            before = np.array(passes(url))
+            with common.CpuMeter(groups) as meter:
+                loads[v].append(asyncio.run(_load(url, bodies[v], clients, seconds,
+                                                  profile.load_max_requests,
+                                                  latencies=under_load[v])))
+            batched[v] += np.array(passes(url)) - before
+            for g, used in meter.seconds.items():
+                cpu[v][g] += used
+    for v in KEY_PATH:
+        n, secs = sum(x["requests"] for x in loads[v]), sum(x["seconds"] for x in loads[v])
+        served = n + clients * KEY_PATH_ROUNDS  # with each client's warm-up request
+        out[v] = {"latency_1": summary_ms(times[v]),
+                  "load": {"clients": clients, "requests": n,
+                           "errors": sum(x["errors"] for x in loads[v]), "seconds": secs,
+                           "users_per_s": n / secs, **summary_ms(under_load[v]),
+                           "cpu_ms_per_request": {g: 1000 * c / served
+                                                  for g, c in cpu[v].items()},
+                           # the batcher's passes: fewer users a pass, more searches a user
+                           "users_per_pass": batched[v][0] / max(batched[v][1], 1)}}
+        out[v]["load"]["rounds_users_per_s"] = [x["users_per_s"] for x in loads[v]]
+    ids = out["ids"]
+    for v in KEY_PATH[1:]:
+        lat = out[v]["latency_1"]
+        # Throughput: the median over rounds of the ratio to the ids load of the same round,
+        # so a burst of another job's work during one load does not decide it.
+        out[v]["vs_ids"] = {
+            "median_ratio": lat["median_ms"] / ids["latency_1"]["median_ms"],
+            "p99_ratio": lat["p99_ms"] / ids["latency_1"]["p99_ms"],
+            "throughput_ratio": float(np.median([a["users_per_s"] / b["users_per_s"]
+                                                 for a, b in zip(loads[v], loads["ids"])]))}
+    return out
 
 
 def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: list[list[int]],
@@ -213,6 +363,18 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
         log(f"serve {backend}: HTTP floor, /healthz under {c} clients: "
             f"{floor['users_per_s']:.0f} requests/s, median {floor['median_ms']:.1f} ms")
         out["memory"] = common.tree_rss_mb(svc.proc.pid)
+        out["key_path"] = kp = key_path(svc.url, histories, tower.catalogue, profile, groups)
+        for v in KEY_PATH:
+            lat, ld = kp[v]["latency_1"], kp[v]["load"]
+            log(f"serve {backend}: key path {v}: 1 user median {lat['median_ms']:.1f} ms, p99 "
+                f"{lat['p99_ms']:.1f}; {kp['clients']} clients {ld['users_per_s']:.0f} users/s "
+                f"({ld['errors']} errors), {ld['users_per_pass']:.1f} users a pass, CPU ms a request "
+                + ", ".join(f"{g} {c:.2f}" for g, c in ld["cpu_ms_per_request"].items())
+                + ("" if v == "ids" else
+                f"; vs ids: median x{kp[v]['vs_ids']['median_ratio']:.3f}, throughput "
+                f"x{kp[v]['vs_ids']['throughput_ratio']:.3f}"))
+        log(f"serve {backend}: key path where {kp['where_filter']} admits {kp['where_share']:.1%} of "
+            f"the items; checks {kp['checks']}")
     finally:
         svc.stop()
     if backend == "server":

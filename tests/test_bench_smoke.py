@@ -86,6 +86,23 @@ def test_serve_bench_tiny(bench):
     assert set(lite["latency"]) == {"1", "16", "128"}
     assert all(x["errors"] == 0 and x["requests"] > 0 for x in lite["load"].values())
     assert lite["raw_search"]["batched"]["users_per_s"] > 0
+    # The key path, beside integer ids on the same users: answers agree, every figure is there.
+    kp = lite["key_path"]
+    assert {k: v for k, v in kp["checks"].items() if v is not True} == {
+        "where_items_per_user": kp["checks"]["where_items_per_user"]}
+    assert kp["checks"]["where_items_per_user"] > 0
+    assert 0.05 <= kp["where_share"] < 0.5 and list(kp["where_filter"]) == ["category"]
+    for v in bench["serve"].KEY_PATH:
+        assert kp[v]["latency_1"]["n"] == 2 * dict(bench["tiny"].lat_reps)[1]
+        load = kp[v]["load"]
+        assert load["errors"] == 0 and load["users_per_s"] > 0 and load["users_per_pass"] >= 1
+        assert len(load["rounds_users_per_s"]) == kp["rounds"]
+        assert all(c >= 0 for c in load["cpu_ms_per_request"].values())
+        if v != "ids":
+            assert set(kp[v]["vs_ids"]) == {"median_ratio", "p99_ratio", "throughput_ratio"}
+    targets = {t["target"] for t in bench["run"].targets({"serve": out}) if t["issue"] == "20"}
+    assert len(targets) == 6 and "keys / ids, 4-client users/s (lite)" in targets
+    assert "| lite | keys |" in "\n".join(bench["run"].key_path_markdown(out))
     assert "exact_numpy" in out["limit"]
     if "faiss_ivf" in out["limit"]:  # faiss-cpu comes with bench/requirements.txt
         ann = out["limit"]["faiss_ivf"]
@@ -105,6 +122,44 @@ def test_flood_bench_tiny(bench):
     for probe in ("small", "healthz"):
         assert out[probe]["flood"]["n"] > 0 and out[probe]["idle"]["n"] > 0
     assert set(out["healthz"]["statuses"]) == {"200"}
+
+
+def test_bench_data_gets_an_item_map(tmp_path):
+    """Data without item_map.tsv gets one from truth.npz (SKU keys, a category column); a map the
+    data already has is left as it is."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    from recdata.itemmap import read_item_map
+
+    np.savez(tmp_path / "truth.npz", item_category=np.array([-1, 3, 0, 3]))
+    path = common.ensure_item_map(tmp_path)
+    got = read_item_map(path)
+    assert got.keys.tolist() == ["", "SKU-0000001", "SKU-0000002", "SKU-0000003"]
+    assert got.columns["category"].tolist() == ["", "C003", "C000", "C003"]
+    path.write_text("id\tkey\tcategory\n1\tp1\tBooks\n2\tp2\tMusic\n3\tp3\tBooks\n")
+    before = path.read_bytes()
+    assert common.ensure_item_map(tmp_path) == path and path.read_bytes() == before
+
+
+def test_key_path_targets_are_checked():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(BENCH))
+    vs = {"keys": (1.05, 0.95), "items": (1.2, 0.95), "where": (1.0, 0.8)}
+    kp = {"clients": 16, **{v: {"vs_ids": {"median_ratio": m, "throughput_ratio": t}}
+                            for v, (m, t) in vs.items()}}
+    rows = {t["target"]: t["status"] for t in run.targets({"serve": {"lite": {"key_path": kp}}})}
+    assert rows == {"keys / ids, 1 user median (lite)": "PASS",
+                    "keys / ids, 16-client users/s (lite)": "PASS",
+                    '"return": "items" / ids, 1 user median (lite)': "MISS",
+                    '"return": "items" / ids, 16-client users/s (lite)': "PASS",
+                    "where on a category / ids, 1 user median (lite)": "PASS",
+                    "where on a category / ids, 16-client users/s (lite)": "MISS"}
 
 
 def test_flood_targets_are_checked():
