@@ -22,12 +22,15 @@ from service import bodies, errors, metrics, protocol
 from service.limits import BodySizeLimit
 from service.request_id import RequestIdMiddleware
 from service.routes import health, rec
-from service.security import ExposureWatch, launch_host, warn_if_exposed
+from service.security import ExposureWatch, launch_host, launch_port, warn_if_exposed
 from service.startup import (
     KNOWN_START_ERRORS,
     OneLineStartErrors,
+    check_port_free,
+    end_the_supervisor,
     keep_python_signal_handlers,
     open_engine,
+    started_by_uvicorn,
 )
 
 log = logging.getLogger("recall.service")
@@ -48,9 +51,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # A missing or corrupt model, or a Lite file another process has open, is an operator
     # error: fail the start-up, in one line when the message says it all.
     try:
+        if started_by_uvicorn():
+            check_port_free(launch_host(settings), launch_port(settings))
         engine = await run_in_threadpool(open_engine, settings)
     except KNOWN_START_ERRORS as exc:
         app.state.start_error = f"{type(exc).__name__}: {exc}"
+        if started_by_uvicorn():
+            end_the_supervisor()
         raise
     warn_if_exposed(settings, launch_host(settings))
     app.state.engine = engine

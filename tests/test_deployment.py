@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -72,20 +74,76 @@ def test_lite_refuses_a_second_process_and_several_workers(two_epochs, tmp_path)
             log = run_refused([uvicorn, "main:app", "--port", str(free_port())], second.env)
             assert LITE_REFUSAL in log and f"open by process {first.proc.pid}" in log, log
             assert "Traceback" not in log, log  # one line, not a traceback
+            # A second service on the first's port is told the port is busy (not the file).
+            log = run_refused([uvicorn, "main:app", "--port", str(first.port)], second.env)
+            assert f"port {first.port} on 127.0.0.1 is in use" in log, log
+            assert LITE_REFUSAL not in log and "Traceback" not in log, log
             # The first keeps serving the same answers, and its writes still work.
             assert recall(http) == before
             assert insert(http).status_code == 200 and recall(http) == before
 
-        # --workers 2 on one Lite file: the second worker is refused, so uvicorn stops the
-        # whole server (its parent process then exits 0: uvicorn's choice).
+        # --workers 2 on one Lite file: the second worker is refused and ends the whole server
+        # with a non-zero exit (uvicorn's supervisor alone would exit 0), workers included.
         workers = lite_service(tmp_path, two_epochs, tmp_path / "workers.db", "workers")
         log = run_refused([uvicorn, "main:app", "--port", str(free_port()), "--workers", "2"],
-                          workers.env, timeout=180, nonzero=False)
-        assert "failed to start, stopping the parent process" in log, log
+                          workers.env, timeout=180)
+        assert "ending the uvicorn supervisor" in log, log
         assert "another worker of this server" in log and "uvicorn --workers > 1" in log, log
         assert LITE_REFUSAL in log and "Traceback" not in log, log
+        free = ("import sys; from itemstore import ItemStore; "
+                "ItemStore(sys.argv[1], 'c', dim=8).count()")
+        for _ in range(40):  # the worker that held the file has stopped too
+            probe = subprocess.run([sys.executable, "-c", free, str(tmp_path / "workers.db")],
+                                   capture_output=True, text=True, timeout=120)
+            if probe.returncode == 0:
+                break
+            time.sleep(0.5)
+        assert probe.returncode == 0, probe.stderr[-2000:]
     finally:
         first.stop()
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is ``pid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_a_killed_milvus_lite_child_is_replaced_and_the_data_kept(tiny_model, tmp_path):
+    """SIGKILL the Milvus Lite server under a running service: it starts another on the same
+    file and answers again, the items intact (was: 503 for ever, the child a zombie)."""
+    svc = lite_service(tmp_path, tiny_model[0], tmp_path / "items.db", "lite_child")
+    svc.start()
+    try:
+        with svc.client() as http:
+            assert insert(http).status_code == 200
+            before = recall(http)
+            (lite,) = [pid for pid, cmd in _children(svc.proc.pid) if "milvus" in cmd]
+            os.kill(lite, signal.SIGKILL)
+            statuses, deadline = [], time.monotonic() + 60
+            while time.monotonic() < deadline:
+                r = http.post("/rec/recall", json=GOOD)
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    break
+                assert r.status_code == 503, r.text
+                time.sleep(0.5)
+            assert statuses[-1] == 200, statuses
+            assert len(statuses) <= 10, statuses  # within a few seconds
+            assert recall(http) == before
+            assert http.post("/rec/count").json()["count"] == tiny_model[1] - 1
+            assert http.get("/readyz").status_code == 200
+            new = [pid for pid, cmd in _children(svc.proc.pid) if "milvus" in cmd]
+            assert new and lite not in new  # a new child, the dead one reaped
+    finally:
+        svc.stop()
 
 
 @pytest.mark.slow

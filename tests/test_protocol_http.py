@@ -101,3 +101,92 @@ def test_metrics_are_prometheus_text_and_move_after_a_recall(service):
 def service_items(service: Service) -> float:
     with service.client() as c:
         return float(c.post("/rec/count").json()["count"])
+
+
+def _head(path: str, length: int, extra: bytes = b"") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n").encode() + extra
+
+
+def test_a_head_whose_blank_line_arrives_in_the_next_read_is_not_too_large(service):
+    """The head ends `\\r\\n` in one read and `\\r\\n` + a 40 KB body in the next: only the head
+    counts towards MAX_HEADER_BYTES (was: 431)."""
+    body = b'{"top_k": 5, "hist_item": [[1, 2, 3]]' + b" " * 40_000 + b"}"
+
+    def rest():
+        time.sleep(0.3)  # its own read on the server side
+        yield b"\r\n" + body
+
+    answer = raw_http(service.port, _head("/rec/recall", len(body)), rest(), timeout=20)
+    assert answer.status == 200, answer.body
+
+
+def test_a_body_that_stops_arriving_gets_408_within_the_body_timeout(tiny_model, tmp_path):
+    svc = Service(tmp_path, {"MODEL_CONFIG_PATH": str(tiny_model[0]),
+                             "MILVUS_URI": str(tmp_path / "i.db"), "BODY_TIMEOUT": "1.5"})
+    svc.start()
+    try:
+        t0 = time.monotonic()
+        answer = raw_http(svc.port, _head("/rec/recall", 1000) + b"\r\n", iter([b'{"top_k"']),
+                          timeout=10)
+        assert answer.status == 408 and "body did not arrive within 1.5 s" in answer.body.decode()
+        assert 1.4 < time.monotonic() - t0 < 5
+    finally:
+        svc.stop()
+
+
+def test_silent_headers_get_a_408_answer_not_a_bare_close(service):
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
+        t0 = time.monotonic()
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = sock.recv(4096)
+            assert chunk, f"closed without an answer after {time.monotonic() - t0:.1f} s"
+            got += chunk
+    assert got.split(b"\r\n")[0] == b"HTTP/1.1 408 Request Timeout"
+    assert time.monotonic() - t0 < 10
+
+
+def test_past_max_connections_new_clients_read_a_json_503_and_are_not_reset(tiny_model,
+                                                                            tmp_path):
+    svc = Service(tmp_path, {"MODEL_CONFIG_PATH": str(tiny_model[0]),
+                             "MILVUS_URI": str(tmp_path / "i.db"), "MAX_CONNECTIONS": "8",
+                             "HEADER_TIMEOUT": "20"})
+    svc.start()
+    idle = [socket.create_connection(("127.0.0.1", svc.port), timeout=10) for _ in range(8)]
+    try:
+        time.sleep(0.5)
+        statuses = []
+        body = b" " * 200_000  # still being sent when the 503 is written: no reset may eat it
+        for _ in range(20):
+            answer = raw_http(svc.port, _head("/rec/recall", len(body)) + b"\r\n",
+                              (body[i:i + 8192] for i in range(0, len(body), 8192)), timeout=10)
+            statuses.append(answer.status)
+            assert "MAX_CONNECTIONS=8" in json.loads(answer.body)["detail"]
+        assert statuses == [503] * 20
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.5)
+    with svc.client() as c:  # the idle ones gone, the service answers again
+        assert c.get("/healthz").status_code == 200
+    svc.stop()
+
+
+def test_a_token_sent_only_in_a_chunked_trailer_does_not_authorise(tiny_model, tmp_path):
+    svc = Service(tmp_path, {"MODEL_CONFIG_PATH": str(tiny_model[0]),
+                             "MILVUS_URI": str(tmp_path / "i.db"), "API_TOKEN": "t" * 24})
+    svc.start()
+    try:
+        for path in ("/qa/drop", "/rec/drop", "/rec/insert_data"):
+            head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                    "Trailer: Authorization\r\n\r\n").encode()
+            trailer = b"0\r\nAuthorization: Bearer " + b"t" * 24 + b"\r\n\r\n"
+            answer = raw_http(svc.port, head, iter([trailer]), timeout=20)
+            assert answer.status == 401, (path, answer.status, answer.body)
+        with svc.client() as c:  # the header itself still authorises
+            r = c.post("/qa/drop", headers={"Authorization": "Bearer " + "t" * 24})
+            assert r.status_code == 200
+    finally:
+        svc.stop()

@@ -7,12 +7,14 @@ back: callers keep reading their own settings.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -38,6 +40,25 @@ with _lite_uri_hidden():
 __all__ = ["Connection", "DataType", "MilvusClient", "MilvusException", "backend_of"]
 
 T = TypeVar("T")
+log = logging.getLogger("itemstore")
+
+
+def replace_dead_lite_child(uri: str) -> bool:
+    """If the Milvus Lite server that pymilvus started for the file ``uri`` has died, forget it
+    (which reaps it) so that the next client starts a new one on the same file, the data being
+    in the file; True if it had died. pymilvus keeps the dead one's socket for ever otherwise."""
+    try:
+        from milvus_lite.server_manager import server_manager_instance as manager
+    except ImportError:  # pragma: no cover - Lite is in requirements.txt
+        return False
+    path = str(Path(uri).absolute().resolve())
+    proc = getattr(manager._servers.get(path), "_p", None)
+    if proc is None or proc.poll() is None:
+        return False
+    log.warning("the Milvus Lite server for %s exited (code %s); starting another", uri,
+                proc.returncode)
+    manager.release_server(path)
+    return True
 
 
 def backend_of(uri: str) -> str:
@@ -61,6 +82,10 @@ class Connection:
 
     def client(self) -> MilvusClient:
         with self._lock:
+            if self._client is not None and self.backend == "lite" \
+                    and replace_dead_lite_child(self.uri):
+                self._close(self._client)
+                self._client = None
             if self._client is None:
                 try:
                     # dedicated: our own channel, so closing it on failure cannot break
@@ -82,10 +107,14 @@ class Connection:
                 return
             client, self._client = self._client, None
         if client is not None:
-            try:
-                client.close()
-            except Exception:  # already broken; nothing more to release
-                pass
+            self._close(client)
+
+    @staticmethod
+    def _close(client: MilvusClient) -> None:
+        try:
+            client.close()
+        except Exception:  # already broken; nothing more to release
+            pass
 
     def call(self, fn: Callable[[MilvusClient], T]) -> T:
         """Run one client call, turning connection failures into MilvusUnavailable."""

@@ -8,11 +8,13 @@ again. It never waits for a batch to fill: a lone request is answered at once
 what arrived while the previous one ran, so batches grow with the load.
 
 Under overload it stays fair and says so: the queue is bounded (``max_queued``
-users; beyond it ``submit`` raises QueueFull), a query is not answered after
-waiting ``max_wait`` seconds (QueueTimeout), a pass only mixes queries of a similar
-search depth, and a pass led by a query that fills it alone is followed by one led
-by the oldest smaller query, so small requests never queue behind a stream of
-maximum-size ones.
+users; beyond it ``submit`` raises QueueFull), with a quarter of it kept for small
+queries (at most a quarter of a pass), so a few clients sending maximum-size queries
+cannot fill it; a query is not answered after waiting ``max_wait`` seconds
+(QueueTimeout); a pass only mixes queries of a similar search depth; a pass takes
+every compatible query that fits, passing over those that do not; and a pass led by a
+query that fills it alone is followed by one led by the oldest smaller query, so small
+requests never queue behind a stream of maximum-size ones.
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ class MicroBatcher(Generic[Q, R]):
         self._closed = False
         self._after_full_pass = False
         self.queued_users = 0
+        # Queries up to small_weight users always find room: big ones may fill the queue
+        # only up to max_queued - reserved.
+        self.small_weight = max(1, max_batch // 4)
+        self.reserved = 0 if max_queued is None else max_queued // 4
         self.pass_started: float | None = None  # monotonic start of the pass running now
         self.passes = 0  # batches answered, and the queries in them: queries/passes = mean batch
         self.queries = 0
@@ -120,10 +126,17 @@ class MicroBatcher(Generic[Q, R]):
             if self._closed:
                 raise BatcherClosed("the service is shutting down")
             self._forget_finished()
-            if (self.max_queued is not None and self._pending
-                    and self.queued_users + ticket.weight > self.max_queued):
-                raise QueueFull(f"{self.queued_users} users are already waiting "
-                                f"(at most {self.max_queued})")
+            if self.max_queued is not None and self._pending:
+                if self.queued_users + ticket.weight > self.max_queued:
+                    raise QueueFull(f"{self.queued_users} users are already waiting "
+                                    f"(at most {self.max_queued})")
+                big = sum(t.weight for t in self._pending if t.weight > self.small_weight)
+                if ticket.weight > self.small_weight and \
+                        big + ticket.weight > self.max_queued - self.reserved:
+                    raise QueueFull(
+                        f"{big} users of large requests are already waiting (at most "
+                        f"{self.max_queued - self.reserved}; the rest of the {self.max_queued} "
+                        f"is kept for requests of at most {self.small_weight} users)")
             self._pending.append(ticket)
             self.queued_users += ticket.weight
             self._cond.notify()
@@ -182,7 +195,7 @@ class MicroBatcher(Generic[Q, R]):
                 if t is lead or not depths_compatible(lead.depth, t.depth):
                     continue  # another depth: waits for a pass of its own kind
                 if size + t.weight > self._max_batch:
-                    break  # keeps arrival order among queries of one kind
+                    continue  # too big for what is left: it leads a later pass (the oldest)
                 batch.append(t)
                 size += t.weight
             taken = set(map(id, batch))

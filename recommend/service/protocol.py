@@ -34,12 +34,25 @@ LIMITS = Limits()
 _open: set[Any] = set()  # guarded connections of this process
 
 
-def refuse(transport: asyncio.Transport, status: int, detail: str) -> None:
-    """A JSON error answer written straight to the socket, then close."""
+# How long a refused client may go on sending before its connection is closed: closing with
+# its request unread makes the kernel answer a reset, which can destroy the answer unread.
+LINGER_SECONDS = 1.0
+
+
+def refuse(transport: asyncio.Transport, status: int, detail: str, proto: Any = None) -> None:
+    """A JSON error answer written straight to the socket, then close: at once, or (given the
+    connection's ``proto``) after the client stops sending or LINGER_SECONDS, what it still
+    sends read and dropped, so it reads the answer instead of a reset."""
     body = json.dumps({"detail": detail}).encode()
     transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                     b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), body))
-    transport.close()
+    if proto is None or not transport.can_write_eof():
+        transport.close()
+        return
+    proto._guard_refused = True
+    transport.write_eof()
+    _cancel(proto)
+    proto._guard_timer = proto.loop.call_later(LINGER_SECONDS, transport.close)
 
 
 def _timer(proto: Any, seconds: float, what: str) -> None:
@@ -61,7 +74,7 @@ def _timed_out(proto: Any, what: str, seconds: float) -> None:
     if cycle is not None and cycle.response_started:
         proto.transport.close()  # nothing valid can be added to an answer under way
         return
-    refuse(proto.transport, 408, f"the request {what} did not arrive within {seconds:g} s")
+    refuse(proto.transport, 408, f"the request {what} did not arrive within {seconds:g} s", proto)
 
 
 def install(limits: Limits) -> None:
@@ -84,10 +97,10 @@ def install(limits: Limits) -> None:
         made(self, transport)
         if len(_open) >= LIMITS.max_connections:
             refuse(transport, 503, f"the recall service is overloaded: {len(_open)} connections "
-                   f"are open (MAX_CONNECTIONS={LIMITS.max_connections})")
+                   f"are open (MAX_CONNECTIONS={LIMITS.max_connections})", self)
             return
         _open.add(self)
-        self._guard_head = 0
+        self._guard_head, self._guard_tail = 0, b""
         self._guard_in_head = True
         _timer(self, LIMITS.header_timeout, "headers")  # also: connected and silent
 
@@ -97,25 +110,34 @@ def install(limits: Limits) -> None:
         lost(self, exc)
 
     def data_received(self: Any, chunk: bytes) -> None:
+        if getattr(self, "_guard_refused", False):
+            return  # answered and closing: read and dropped
         if getattr(self, "_guard_in_head", False):
-            end = chunk.find(b"\r\n\r\n")
-            self._guard_head += len(chunk) if end < 0 else end + 4
+            # The blank line ending the head may straddle two reads: look across the seam.
+            seen = self._guard_tail + chunk
+            end = seen.find(b"\r\n\r\n")
+            self._guard_head += len(chunk) if end < 0 else end + 4 - len(self._guard_tail)
+            self._guard_tail = seen[-3:]
             if self._guard_head > LIMITS.max_header_bytes:
                 refuse(self.transport, 431, f"request headers are larger than the limit of "
-                       f"{LIMITS.max_header_bytes} bytes (MAX_HEADER_BYTES)")
+                       f"{LIMITS.max_header_bytes} bytes (MAX_HEADER_BYTES)", self)
                 return
         data(self, chunk)
 
     def on_message_begin(self: Any) -> None:
         begin(self)
         if not self._guard_in_head:  # the next request on a kept-alive connection
-            self._guard_in_head, self._guard_head = True, 0
+            self._guard_in_head, self._guard_head, self._guard_tail = True, 0, b""
             _timer(self, LIMITS.header_timeout, "headers")
 
     def on_headers_complete(self: Any) -> None:
         self._guard_in_head = False
         _timer(self, LIMITS.body_timeout, "body")
         headers_done(self)
+        # httptools reports a chunked body's trailer fields through on_header too, and uvicorn
+        # appends them to the list it gave the app as scope["headers"]: from here on they go
+        # to a list nobody reads, so a trailer can never pose as a header (Authorization).
+        self.headers = list(self.headers)
 
     def on_message_complete(self: Any) -> None:
         _cancel(self)

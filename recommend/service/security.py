@@ -49,12 +49,29 @@ def launch_host(
     """
     argv = sys.argv if argv is None else argv
     environ = os.environ if environ is None else environ
+    return _option(argv, "--host") or environ.get("UVICORN_HOST") or settings.HOST
+
+
+def launch_port(settings: Settings, argv: Sequence[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> int | None:
+    """The TCP port the server will listen on, read as ``launch_host`` reads the host; None
+    when it listens on a Unix socket or an inherited descriptor."""
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    if _option(argv, "--uds") or _option(argv, "--fd"):
+        return None
+    value = _option(argv, "--port") or environ.get("UVICORN_PORT") or settings.PORT
+    return int(value)
+
+
+def _option(argv: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag value`` or ``flag=value`` on a command line."""
     for i, arg in enumerate(argv):
-        if arg == "--host" and i + 1 < len(argv):
+        if arg == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--host="):
+        if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
-    return environ.get("UVICORN_HOST") or settings.HOST
+    return None
 
 
 def warn_if_exposed(settings: Settings, host: str) -> bool:

@@ -4,10 +4,16 @@ model, a bad setting) instead of the traceback uvicorn would print."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import multiprocessing
+import os
 import signal
+import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,8 +27,69 @@ from service.engine import RecallEngine
 
 log = logging.getLogger("recall.service")
 
+class PortBusy(OSError):
+    """The port the server is to listen on is taken (found before anything else is opened)."""
+
+
 # Errors whose message names the cause and the fix.
-KNOWN_START_ERRORS = (LiteFileBusy, SettingsError, ConfigError, CheckpointError, FileNotFoundError)
+KNOWN_START_ERRORS = (LiteFileBusy, SettingsError, ConfigError, CheckpointError, FileNotFoundError,
+                      PortBusy)
+
+
+def started_by_uvicorn() -> bool:
+    """A server process (the uvicorn command, or `python main.py`), not a test's TestClient."""
+    first = Path(sys.argv[0]).name if sys.argv else ""
+    return first in ("uvicorn", "main.py") or sys.argv[0].endswith("uvicorn/__main__.py")
+
+
+def check_port_free(host: str, port: int | None) -> None:
+    """PortBusy if ``host:port`` is taken. uvicorn binds only after the app has started, so a
+    second service on the port would otherwise fail on what it opens first (the Lite file,
+    held by the first service) and name the wrong cause."""
+    if port is None or multiprocessing.parent_process() is not None:
+        return  # a --workers child: the supervisor has bound the socket already
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortBusy(f"port {port} on {host} is in use: another service runs there; stop "
+                           f"it or choose another port (uvicorn main:app --port {port + 1})"
+                           ) from None
+
+
+def end_the_supervisor() -> None:
+    """In a `uvicorn --workers N` child that cannot start: stop the other workers and the
+    supervisor, which would otherwise stop them and exit 0 (a supervisor of its own, such as
+    systemd, then sees success). Killed, it exits 137."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
+    for child in _children(parent.pid):
+        if child != os.getpid():
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    log.error("start-up failed in a worker: ending the uvicorn supervisor (pid %d) with it",
+              parent.pid)
+    os.kill(parent.pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def keep_python_signal_handlers() -> None:
