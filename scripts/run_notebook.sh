@@ -7,9 +7,11 @@ usage() {
 usage: scripts/run_notebook.sh [--notebook PATH] [--out PATH] [--work-dir DIR] [--timeout SECONDS]
   Runs every cell of the tutorial notebook (recommend/tutorial.ipynb) in a fresh kernel of the
   project's Python, from recommend/, and writes the notebook with its outputs. The stored notebook
-  itself is never modified (it is kept with outputs stripped). About 1-2 minutes on 2 cores: it
+  itself is never modified (it is kept with outputs stripped). About 2 minutes on 2 cores: it
   generates synthetic data, trains MIND briefly, evaluates it, loads Milvus Lite and starts the
-  recall service on a free loopback port (stopped at the end).
+  recall service on a free loopback port; then (section 8) prepares MovieLens-100k, trains on it
+  for 3 epochs and serves it from a second service. Both services are stopped at the end.
+  MovieLens needs the recbole wheel from PyPI once (pip download; cached in recommend/data/cache/).
 
   --notebook PATH    notebook to run (default: recommend/tutorial.ipynb)
   --out PATH         executed copy (default: recommend/tutorial_work/tutorial.executed.ipynb);
