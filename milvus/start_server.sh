@@ -40,7 +40,9 @@ if pid="$(running_pid)"; then
 fi
 rm -f "$PID_FILE"
 
-"$PY" -c "import milvus, pymilvus" 2>/dev/null || {
+# -I: not from the current directory, where the repository's own milvus/ folder would import
+# as an empty namespace package and pass for the real one.
+"$PY" -I -c "import milvus, pymilvus" 2>/dev/null || {
     echo "start_server.sh: $PY cannot import milvus and pymilvus;" \
          "install them: pip install -r requirements-dev.txt" >&2
     exit 1

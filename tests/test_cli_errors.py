@@ -57,12 +57,6 @@ def test_missing_data_with_item_count_auto(tmp_path: Path) -> None:
     assert_one_line(res, "trainer.py", "meta.json does not exist", "sh data.sh")
 
 
-@pytest.mark.parametrize("script", ["trainer.py", "infer.py"])
-def test_misspelt_config_key(tmp_path: Path, script: str) -> None:
-    res = run(py(script, config(tmp_path), "-o", "runner.epochz=2"))
-    assert_one_line(res, script, "unknown config key 'runner.epochz'", "did you mean 'epochs'")
-
-
 def test_infer_without_a_saved_model(tmp_path: Path) -> None:
     res = run(py("infer.py", config(tmp_path, test=TEST)))
     assert_one_line(res, "infer.py", "no saved epoch", "train first")
@@ -87,3 +81,28 @@ def test_debug_shows_the_traceback(tmp_path: Path, script: str, how: str) -> Non
     res = run(py(script, config(tmp_path), *flag), **env)
     assert res.returncode == 2 and "Traceback (most recent call last)" in res.stderr
     assert res.stderr.splitlines()[-1].startswith(f"{script}: ")
+
+
+@pytest.mark.parametrize("script", ["trainer.py", "infer.py"])
+@pytest.mark.parametrize("flag", ["-o", "--override"])
+def test_a_misspelt_override_names_the_command_line_and_the_full_key(tmp_path: Path, script: str,
+                                                                     flag: str) -> None:
+    res = run(py(script, config(tmp_path, train=TRAIN, test=TEST), flag, "runner.epocs=3"))
+    assert_one_line(res, script, "command line -o runner.epocs=3: unknown config key "
+                    "'runner.epocs'; did you mean 'runner.epochs'?")
+    assert res.returncode == 2
+
+
+def test_infer_writes_its_results_beside_the_model_it_loaded(tiny_model, tmp_path: Path) -> None:
+    """-o runner.model_save_path=NEW evaluates the model under infer_load_path: its results and
+    Milvus file go there, NEW stays empty, and the first line names the model."""
+    cfg, _ = tiny_model
+    model = Path(cfg).parent / "model"
+    elsewhere = tmp_path / "new"
+    res = run(py("infer.py", Path(cfg), "-o", f"runner.model_save_path={elsewhere}",
+                 "--json", str(tmp_path / "r.json")))
+    assert res.returncode == 0, res.stderr
+    first = res.stdout.splitlines()[0]
+    assert first.startswith(f"[infer] model {model}, epochs 0-0, run "), first
+    assert not elsewhere.exists()
+    assert (model / "milvus_eval.db").exists()

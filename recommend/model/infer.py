@@ -11,7 +11,7 @@ load every item embedding into Milvus (the same ItemStore the service uses), com
 interest vectors of all held-out users in batches, search each batch's vectors in one
 request, merge each user's K lists (pool, sort by score, drop duplicates and id 0, keep
 top_n) and score them. Results go to stdout and, as JSON, to
-{model_save_path}/infer_results_{split}_{search}[_baselines][_exclude_history].json, so runs with
+{infer_load_path}/infer_results_{split}_{search}[_baselines][_exclude_history].json, so runs with
 other options keep their own file; the plots beside it carry the same suffix
 (recall_curve_*.png with --curve, metrics_by_epoch_*.png). With --json PATH, the plots are
 named PATH's stem + _recall_curve.png / _metrics_by_epoch.png.
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from mind import cli
-from mind.checkpoint import CheckpointError, list_epochs
+from mind.checkpoint import CheckpointError, checkpoint_root, list_epochs, read_run
 from mind.config import Config, ConfigError, load_config
 from evaluation.evaluate import EvalResult, evaluate_baselines, evaluate_tower
 from evaluation.exact_search import ExactSearch
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "or exact in-process search, for comparison")
     p.add_argument("--milvus-uri", default=os.environ.get("MILVUS_URI", ""),
                    help="Milvus Lite .db path or http://host:port (default: $MILVUS_URI, "
-                        "else {model_save_path}/milvus_eval.db)")
+                        "else {infer_load_path}/milvus_eval.db, beside the model)")
     p.add_argument("--split", choices=("test", "valid"), default="test",
                    help="held-out users: runner.test_data_dir (default) or runner.valid_data_dir")
     p.add_argument("--baselines", action="store_true",
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "service's), round_robin = by rank in turn, slots / slots_norm = each "
                         f"interest a share of the N places (default {DEFAULT_MERGE})")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
-                   help="where to write the JSON results (default: {model_save_path}/"
+                   help="where to write the JSON results (default: {infer_load_path}/"
                         "infer_results_<split>_<search>[_baselines].json)")
     cli.add_debug_option(p)
     args = p.parse_args(argv)
@@ -91,7 +91,7 @@ def make_search(args: argparse.Namespace, config: Config, tower: UserTower):
         return backend.search, time.perf_counter() - start, None
     from itemstore import ItemStore  # pymilvus is only needed on this path
 
-    uri = args.milvus_uri or str(config.runner.model_save_path / "milvus_eval.db")
+    uri = args.milvus_uri or str(checkpoint_root(config) / "milvus_eval.db")
     store = ItemStore(uri, EVAL_COLLECTION, dim=tower.dim, identity=tower.identity())
     store.replace_items(ids, vectors)
     return store.search, time.perf_counter() - start, store
@@ -108,7 +108,7 @@ def result_record(result: EvalResult, epoch: int | None, load_seconds: float | N
     return record
 
 
-def output_paths(args: argparse.Namespace, model_save_path: Path) -> dict[str, Path]:
+def output_paths(args: argparse.Namespace, model_dir: Path) -> dict[str, Path]:
     """Where this run's JSON and plots go; named after the options that change the results."""
     if args.json is not None:
         return {"json": args.json,
@@ -117,9 +117,9 @@ def output_paths(args: argparse.Namespace, model_save_path: Path) -> dict[str, P
     tag = f"{args.split}_{args.search}" + ("_baselines" if args.baselines else "") + (
         "_exclude_history" if args.exclude_history else "") + (
         f"_{args.merge}" if args.merge != DEFAULT_MERGE else "")
-    return {"json": model_save_path / f"infer_results_{tag}.json",
-            "curve": model_save_path / f"recall_curve_{tag}.png",
-            "epochs": model_save_path / f"metrics_by_epoch_{tag}.png"}
+    return {"json": model_dir / f"infer_results_{tag}.json",
+            "curve": model_dir / f"recall_curve_{tag}.png",
+            "epochs": model_dir / f"metrics_by_epoch_{tag}.png"}
 
 
 def _save(plt, fig, ax, title: str, xlabel: str, ylabel: str, path: Path) -> Path:
@@ -173,15 +173,18 @@ def _main(argv: list[str] | None) -> int:
     runner = config.runner
     cutoffs = sorted(set(CURVE_CUTOFFS) | {args.top_n}) if args.curve else [args.top_n]
     data = read_eval_dir(eval_dir(config, args.split), config.hyper_parameters.item_count)
-    print(f"[infer] {len(data.user_ids)} {args.split} users from {eval_dir(config, args.split)}")
-
-    saved = list_epochs(runner.infer_load_path)
+    root = checkpoint_root(config)  # the loaded model's folder: its results go beside it
+    saved = list_epochs(root)
     epochs = [e for e in saved if runner.infer_start_epoch <= e <= runner.infer_end_epoch]
     if not epochs:
         raise CheckpointError(
             f"no saved epoch in [{runner.infer_start_epoch}, {runner.infer_end_epoch}] under "
-            f"{runner.infer_load_path} (found {saved or 'none'}); train first: "
+            f"{root} (found {saved or 'none'}); train first: "
             f"python -u trainer.py -m {args.config}")
+    run = read_run(root) or {}
+    print(f"[infer] model {root}, epochs {epochs[0]}-{epochs[-1]}"
+          + (f", run {run['run_id'][:8]}" if run.get("run_id") else ""))
+    print(f"[infer] {len(data.user_ids)} {args.split} users from {eval_dir(config, args.split)}")
 
     # The best epoch is chosen on the valid users, never on the users it is reported for.
     select_on = None
@@ -223,7 +226,7 @@ def _main(argv: list[str] | None) -> int:
         best, chosen_by = mind_records[-1], "being the last epoch (no valid split to choose on)"
     print(f"[infer] best epoch {best['epoch']} (chosen by {chosen_by}): {args.split} "
           f"Recall@{args.top_n}={best['metrics'][str(args.top_n)]['recall']:.4f}")
-    paths = output_paths(args, runner.model_save_path)
+    paths = output_paths(args, root)
     out = paths["json"]
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": str(Path(args.config).resolve()), "split": args.split, "top_n": args.top_n,

@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-m", "--config", required=True, metavar="CONFIG.yaml",
                     help="config YAML, e.g. mind/config.yaml (relative paths in it resolve "
                          "against its folder)")
-    ap.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("-o", "--override", "--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. -o runner.epochs=2 (repeatable)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     ap.add_argument("--overwrite", action="store_true",
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and args.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: continue the run or "
                               "start over, not both")
-        config = load_config(args.config, args.opt)
+        config = load_config(args.config, args.override)
         evaluate = None
         if config.runner.valid_data_dir is not None and config.runner.early_stopping_patience > 0:
             evaluate = make_valid_evaluator(config)

@@ -197,6 +197,7 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     if not sep or not key:
         raise ConfigError(f"override {item!r}: expected key=value, e.g. runner.epochs=3")
     parts = key.split(".")
+    _check_key(parts, item)
     node = data
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -209,6 +210,24 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {item!r}: value is not a YAML scalar: {e}") from None
+
+
+def _check_key(parts: list[str], item: str) -> None:
+    """A misspelt override names the command line (not the file) and the full key it meant."""
+    for depth in range(len(parts)):
+        try:
+            known = _fields(parts[:depth])
+        except (KeyError, AttributeError):
+            return  # below a leaf: the model's own validation says what is wrong
+        if parts[depth] not in known:
+            full = [".".join([*parts[:depth], k]) for k in known]
+            close = difflib.get_close_matches(".".join(parts[: depth + 1]), full, n=1,
+                                              cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(full)}"
+            raise ConfigError(f"command line -o {item}: unknown config key "
+                              f"'{'.'.join(parts[: depth + 1])}'; {hint}")
+        if not hasattr(getattr(known[parts[depth]], "annotation", None), "model_fields"):
+            return  # a leaf value (or a free-form mapping): nothing deeper to check
 
 
 def _build(data: dict[str, Any], base_dir: Path, path: Path | None) -> Config:
