@@ -36,13 +36,21 @@ from service.startup import (
 log = logging.getLogger("recall.service")
 
 
+# Importing paddle puts a handler of this format on the root logger (paddle.distributed's
+# get_logger(name="root")): not the host app's logging, so it must not silence ours.
+_PADDLE_ROOT_FORMAT = "[%(asctime)-15s] [%(levelname)8s] %(filename)s:%(lineno)s - %(message)s"
+
+
 def _configure_logging() -> None:
     """Show the service's INFO lines beside uvicorn's unless the host app set up logging."""
-    if not log.handlers and not logging.getLogger().handlers:
+    host = [h for h in logging.getLogger().handlers
+            if getattr(h.formatter, "_fmt", None) != _PADDLE_ROOT_FORMAT]
+    if not log.handlers and not host:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+        log.propagate = False  # not once more through paddle's root handler
 
 
 @asynccontextmanager

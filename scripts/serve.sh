@@ -7,7 +7,7 @@ usage() {
 usage: scripts/serve.sh [DATASET] [uvicorn options...]
   DATASET   synthetic (default), movielens or amazonbook: which trained model to serve
   Runs: cd recommend && MODEL_CONFIG_PATH=model/<its config> uvicorn main:app --host 127.0.0.1 --port 8000
-  Settings come from the environment (see README, "Service settings"): MILVUS_URI or
+  Settings come from the environment (see README, "Configuration", "Service"): MILVUS_URI or
   MILVUS_HOST/MILVUS_PORT for a Milvus server (default: embedded Milvus Lite), EPOCH_NUM,
   API_TOKEN, PORT. Stop it with Ctrl-C.
 USAGE

@@ -34,13 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="variant", metavar="{" + ",".join(VARIANTS) + "}")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, downloads: bool = True) -> None:
         p.add_argument(
             "--out", type=Path, help="output directory (default: recommend/data/<variant>)"
         )
-        p.add_argument(
-            "--cache", type=Path, default=CACHE_DIR, help="download cache (default: %(default)s)"
-        )
+        if downloads:  # the variants that fetch something
+            p.add_argument("--cache", type=Path, default=CACHE_DIR,
+                           help="download cache (default: %(default)s)")
 
     ab = sub.add_parser("amazonbook", help="full ComiRec AmazonBook (download, ~8.9M clicks)")
     common(ab)
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--retries", type=int, default=3, help="download attempts, each resuming")
 
     sy = sub.add_parser("synthetic", help="offline data with planted multiple interests")
-    common(sy)
+    common(sy, downloads=False)
     from .synthetic import FULL, SyntheticConfig
 
     d = SyntheticConfig()
