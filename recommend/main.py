@@ -75,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         bodies.stop_process()
         await run_in_threadpool(engine.close)
+        metrics.process_ended()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -49,13 +49,27 @@ if [ -z "$NPROC" ]; then
   exec "$PY" -u trainer.py -m "$CONFIG" ${TRAINER[@]+"${TRAINER[@]}"}
 fi
 case "$NPROC" in ''|*[!0-9]*|0) die "--nproc must be a positive integer, got '$NPROC'" ;; esac
+# A dataset's distributed run trains into a folder of its own (the 1-process run of the
+# tutorial lives in the config's), unless the command line names one.
+if [ "$CONFIG" = "$(config_for "$DATASET" 2>/dev/null)" ] \
+    && ! printf '%s\n' ${TRAINER[@]+"${TRAINER[@]}"} | grep -q '^runner\.model_save_path='; then
+  OWN="$ROOT/recommend/model/output_model_mind_${DATASET}_nproc$NPROC"
+  TRAINER+=(-o "runner.model_save_path=$OWN" -o "runner.infer_load_path=$OWN")
+fi
 mkdir -p "$LOG_DIR"
-rm -f "$LOG_DIR"/exit.*  # a previous run's statuses must not count for this one
+rm -f "$LOG_DIR"/exit.* "$LOG_DIR"/workerlog.*  # a previous run's must not count for this one
+echo "train.sh: $NPROC ranks on paddle.distributed.launch; launcher output in" \
+     "$LOG_DIR/launcher.log, each rank's in $LOG_DIR/workerlog.<rank>"
 LAUNCH_RC=0
 "$PY" -m paddle.distributed.launch --nproc_per_node "$NPROC" --log_dir "$LOG_DIR" \
-  ${LAUNCH[@]+"${LAUNCH[@]}"} trainer.py -m "$CONFIG" ${TRAINER[@]+"${TRAINER[@]}"} || LAUNCH_RC=$?
+  ${LAUNCH[@]+"${LAUNCH[@]}"} trainer.py -m "$CONFIG" ${TRAINER[@]+"${TRAINER[@]}"} \
+  > "$LOG_DIR/launcher.log" 2>&1 || LAUNCH_RC=$?
+# Rank 0 speaks for the run: its own lines, without the launcher's banners.
+grep -E '^(device |epoch [0-9]+ |resumed |--resume|nothing to do|that run|early stopping|checkpoints: )' \
+  "$LOG_DIR/workerlog.0" 2>/dev/null || true
 CHECK_RC=0
 "$PY" -m mind.distributed check --log_dir "$LOG_DIR" --nproc "$NPROC" --node_rank "$NODE_RANK" \
   || CHECK_RC=$?
 [ "$CHECK_RC" -eq 0 ] || exit "$CHECK_RC"
-[ "$LAUNCH_RC" -eq 0 ] || die "every rank finished but the launcher exited $LAUNCH_RC (see $LOG_DIR)"
+[ "$LAUNCH_RC" -eq 0 ] || die "every rank finished but the launcher exited $LAUNCH_RC (see $LOG_DIR/launcher.log)"
+echo "train.sh: all $NPROC ranks of node $NODE_RANK finished (exit status 0 in $LOG_DIR/exit.*)"

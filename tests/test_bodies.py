@@ -9,9 +9,17 @@ test_reliability_http.py, small and padded past BIG_BODY_BYTES) and must answer 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -209,3 +217,75 @@ def test_the_parser_process_exits_when_its_service_is_killed(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _parser_pid() -> int:
+    bodies.start_process()
+    assert bodies._process_ready.result(60)
+    return bodies._process.submit(os.getpid).result(30)
+
+
+BIG = b" " * (bodies.BIG_BODY_BYTES + 1) + b'{"hist_item": [[1, 2, 3]], "top_k": 5}'
+
+
+def test_a_stopped_parser_costs_one_timeout_and_is_replaced():
+    """SIGSTOP the parser process: a big body is parsed on the thread after PARSE_TIMEOUT (was:
+    waiting 46.7 s median) and the next one goes to a new process."""
+    stopped = _parser_pid()
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        got = asyncio.run(bodies.parse_async(Model, BIG, "application/json",
+                                             factory=FACTORY, arrays=("hist_item",)))
+        took = time.monotonic() - t0
+        assert list(map(list, got.hist_item)) == [[1, 2, 3]]
+        assert bodies.PARSE_TIMEOUT <= took < bodies.PARSE_TIMEOUT + 3, took
+        assert _parser_pid() != stopped
+        assert not Path(f"/proc/{stopped}").exists() or \
+            Path(f"/proc/{stopped}/stat").read_text().split()[2] == "Z"
+    finally:
+        try:
+            os.kill(stopped, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_parser_that_dies_under_four_parses_is_restarted_once(caplog):
+    dead = _parser_pid()
+
+    async def four():
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, os.kill, dead, signal.SIGKILL)
+        return await asyncio.gather(*(bodies.parse_async(
+            Model, BIG, "application/json", factory=FACTORY, arrays=("hist_item",))
+            for _ in range(bodies.MAX_PARSING)))
+
+    with caplog.at_level(logging.WARNING, logger="recall.service"):
+        answers = asyncio.run(four())
+    assert [list(map(list, a.hist_item)) for a in answers] == [[[1, 2, 3]]] * 4
+    restarts = [m for m in caplog.messages if "starting another" in m]
+    assert len(restarts) <= 1, restarts  # 0 if every parse was done before the kill
+    assert _parser_pid() != dead
+
+
+def test_the_parser_process_of_a_python_script_service_imports_only_what_parsing_needs(
+        tmp_path):
+    """`python main.py`: spawn used to run the script again in the child (paddle and all); and
+    stopping the process leaves no leaked semaphores."""
+    script = tmp_path / "main_like.py"
+    script.write_text("import os, sys\n"
+                      "import paddle  # noqa: F401  (as main.py imports it)\n"
+                      "from service import bodies\n"
+                      "if __name__ == '__main__':\n"
+                      "    bodies.start_process()\n"
+                      "    bodies._process_ready.result(120)\n"
+                      "    pid = bodies._process.submit(os.getpid).result(30)\n"
+                      "    maps = open(f'/proc/{pid}/maps').read()\n"
+                      "    print('paddle in child:', 'libpaddle' in maps or 'paddle/base' in maps)\n"
+                      "    bodies.stop_process()\n")
+    service_dir = Path(__file__).resolve().parents[1] / "recommend"
+    done = subprocess.run([sys.executable, str(script)], cwd=service_dir, capture_output=True,
+                          text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(service_dir)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "paddle in child: False" in done.stdout, done.stdout
+    assert "leaked semaphore" not in done.stderr, done.stderr[-2000:]

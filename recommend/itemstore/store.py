@@ -44,9 +44,10 @@ BUILD_PARAMS: dict[str, dict[str, int]] = {
 # Milvus reads only the key its index uses, so one dict serves all types.
 DEFAULT_SEARCH_PARAMS: dict[str, int] = {"nprobe": 8, "ef": 64}
 # A filtered IVF search looks only in the nprobe lists nearest each query, which may hold fewer
-# matching items than asked for; then it searches again in every list (Milvus takes the least
-# of nprobe and nlist).
+# matching items than asked for; then it searches again in 4x, then 16x as many lists, then in
+# every list (Milvus takes the least of nprobe and nlist), which finds all there are.
 EVERY_LIST = 65536
+WIDER = 4
 # Seconds a search trusts the cached served name before re-reading it, so a switch made by
 # another process is followed within that bound.
 POINTER_TTL = 2.0
@@ -164,9 +165,13 @@ class ItemStore:
         params = dict(self.search_params)
         params["ef"] = max(params.get("ef", 0), top_k)  # HNSW refuses ef < top_k
         topks, flat_ids, flat_scores = self._search_served(queries, top_k, params, filter)
-        if filter and (topks < top_k).any() and params.get("nprobe", 0) < EVERY_LIST:
+        nprobe = params.get("nprobe", 1)
+        for wider in (nprobe * WIDER, nprobe * WIDER * WIDER, EVERY_LIST):
+            if not filter or not (topks < top_k).any() or nprobe >= EVERY_LIST:
+                break
+            nprobe = min(wider, EVERY_LIST)
             topks, flat_ids, flat_scores = self._search_served(
-                queries, top_k, {**params, "nprobe": EVERY_LIST}, filter)
+                queries, top_k, {**params, "nprobe": nprobe}, filter)
         if flat_ids.size == 0 and not filter:
             raise CollectionMissing(f"collection {self.collection!r} is empty")
         return pad_hits(topks, flat_ids, flat_scores, top_k)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import email.message
 import itertools
 import json
@@ -39,9 +40,11 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -63,6 +66,9 @@ PARSER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix
 MAX_PARSING = 4
 _PARSING = threading.BoundedSemaphore(MAX_PARSING)  # a TestClient's loop runs in its own thread
 log = logging.getLogger("recall.service")
+# A parse in the process taking longer than this means it hangs (stopped, swapped out): the body
+# goes to the thread and the process is replaced. A maximum-size body takes ~40 ms.
+PARSE_TIMEOUT = 2.0
 _process: concurrent.futures.ProcessPoolExecutor | None = None
 _process_ready: concurrent.futures.Future | None = None
 _process_lock = threading.Lock()
@@ -128,11 +134,13 @@ async def parse_async(model: type[M], body: bytes, content_type: str | None,
         if (factory is not None and pool is not None and ready is not None and ready.done()
                 and is_json(content_type)):
             try:
-                got = await loop.run_in_executor(pool, _parse_valid, factory, body, tuple(arrays))
-            except BrokenProcessPool as exc:
-                log.warning("the body parser process died (%s); starting another", exc)
-                stop_process()
-                start_process()
+                got = await asyncio.wait_for(
+                    loop.run_in_executor(pool, _parse_valid, factory, body, tuple(arrays)),
+                    PARSE_TIMEOUT)
+            except (BrokenProcessPool, asyncio.TimeoutError) as exc:
+                why = "died" if isinstance(exc, BrokenProcessPool) else \
+                    f"did not answer within {PARSE_TIMEOUT:g} s"
+                replace_process(pool, why)
                 got = None
             if got is not None:
                 fields, packed = got
@@ -194,15 +202,51 @@ def start_process() -> None:
             _process = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_exit_with, initargs=(os.getpid(),))
-            _process_ready = _process.submit(_ready)
+            with _main_script_hidden():  # the process starts at this first submit
+                _process_ready = _process.submit(_ready)
+
+
+def replace_process(pool: concurrent.futures.ProcessPoolExecutor, why: str) -> None:
+    """Replace ``pool`` once, however many parses found it broken or hung at the same time."""
+    with _process_lock:
+        if _process is not pool:
+            return  # another request replaced it already
+    log.warning("the body parser process %s; starting another", why)
+    stop_process()
+    start_process()
 
 
 def stop_process() -> None:
+    """Stop the parser process (killed first if it does not answer), its pool shut down with
+    every resource released (no "leaked semaphore" warnings at exit)."""
     global _process, _process_ready
     with _process_lock:
         pool, _process, _process_ready = _process, None, None
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
+    if pool is None:
+        return
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        if proc.is_alive():
+            try:
+                os.kill(proc.pid, signal.SIGKILL)  # a stopped or busy parser ends here too
+            except ProcessLookupError:
+                pass
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Spawn runs the parent's main script again in the child (as __mp_main__): under
+    `python main.py` that was the whole service, paddle included (411 MB instead of ~58 MB).
+    The child needs only this module, so the script is hidden from spawn while it starts."""
+    main = sys.modules.get("__main__")
+    path = None
+    if main is not None and getattr(main, "__spec__", None) is None:
+        path = main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path  # type: ignore[union-attr]
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ uvicorn worker writes its figures there and /metrics reports the sum over all of
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -108,14 +109,18 @@ class HttpMetrics(HttpMiddleware):
             LATENCY.labels(*labels).observe(time.perf_counter() - t0)
 
 
+# A scrape counts the items at most this often, and waits at most ITEMS_WAIT for Milvus: a hung
+# Milvus must not make every scrape take MILVUS_TIMEOUT (the gauge keeps its last value).
+ITEMS_EVERY, ITEMS_WAIT = 10.0, 1.0
+
+
 async def metrics_endpoint(request: Request) -> Response:
     engine = getattr(request.app.state, "engine", None)
     if engine is not None:
         QUEUE_USERS.set(engine.queued_users)
-        try:
-            ITEMS.set(await _count(engine))
-        except Exception:  # noqa: BLE001 - Milvus down must not hide the other figures
-            pass
+        if not hasattr(request.app.state, "items_count"):  # per app: its loop, its engine
+            request.app.state.items_count = {"at": -float("inf"), "pending": None}
+        await _refresh_items(engine, request.app.state.items_count)
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -123,10 +128,28 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _count(engine: Any) -> int:
-    from starlette.concurrency import run_in_threadpool
+def process_ended() -> None:
+    """With several workers: this worker's live gauges leave the sum the others answer."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())
 
-    return await run_in_threadpool(engine.count)
+
+async def _refresh_items(engine: Any, _items: dict[str, Any]) -> None:
+    """Set ITEMS from one count at a time, started at most every ITEMS_EVERY seconds."""
+    pending = _items["pending"]
+    if pending is None and time.monotonic() - _items["at"] >= ITEMS_EVERY:
+        _items["at"] = time.monotonic()
+        pending = _items["pending"] = asyncio.get_running_loop().run_in_executor(
+            None, engine.count)
+    if pending is None:
+        return
+    try:
+        ITEMS.set(await asyncio.wait_for(asyncio.shield(pending), ITEMS_WAIT))
+    except asyncio.TimeoutError:
+        return  # still counting: the next scrape takes its answer
+    except Exception:  # noqa: BLE001 - Milvus down must not hide the other figures
+        pass
+    _items["pending"] = None
 
 
 def route_paths(app: Any) -> set[str]:
