@@ -219,6 +219,9 @@ def test_two_services_inserting_at_once_on_one_server(request, two_epochs, tmp_p
             n = http.post("/rec/count").json()["count"]
         bodies = [("/rec/recall", GOOD), ("/rec/count", None)]
         results: dict[int, httpx.Response] = {}
+        from itemstore import ItemStore
+
+        watcher = ItemStore(server.uri, collection, dim=16, timeout=30)  # reads the leases
 
         def insert_on(i: int) -> None:
             with services[i].client(timeout=600) as http:
@@ -232,8 +235,13 @@ def test_two_services_inserting_at_once_on_one_server(request, two_epochs, tmp_p
             try:
                 time.sleep(0.5)
                 threads = [threading.Thread(target=insert_on, args=(i,)) for i in (0, 1)]
-                for th in threads:
-                    th.start()
+                threads[0].start()
+                if round_ == 0:  # the second starts once the first's lease is there: a 409
+                    deadline = time.monotonic() + 60
+                    while not watcher.generations.others_building():
+                        assert time.monotonic() < deadline, "the first build never leased"
+                        time.sleep(0.02)
+                threads[1].start()
                 for th in threads:
                     th.join(timeout=600)
                 time.sleep(0.5)
@@ -245,9 +253,11 @@ def test_two_services_inserting_at_once_on_one_server(request, two_epochs, tmp_p
             report["inserts"] = {i: [r.status_code, r.json()] for i, r in results.items()}
             print(f"two writers, round {round_}:", json.dumps(report))
             reports.append(report)
-            statuses = sorted(r.status_code for r in results.values())
-            # Both complete (last switch wins), or the later one yields with a 409 naming the other.
-            assert statuses in ([200, 200], [200, 409]), report["inserts"]
+            statuses = [results[0].status_code, results[1].status_code]
+            if round_ == 0:  # started under a live lease: the later one yields
+                assert statuses == [200, 409], report["inserts"]
+            else:  # at once: both complete (last switch wins), or one yields to the other
+                assert sorted(statuses) in ([200, 200], [200, 409]), report["inserts"]
             for r in results.values():
                 if r.status_code == 409:
                     assert "another insert_data is loading" in r.json()["detail"], r.text
@@ -259,13 +269,11 @@ def test_two_services_inserting_at_once_on_one_server(request, two_epochs, tmp_p
             with s.client() as http:
                 assert recall(http) == right
                 assert http.post("/rec/count").json()["count"] == n
-        from itemstore import ItemStore
-        probe = ItemStore(server.uri, collection, dim=16)
         try:
-            assert len(probe.generations.physical_names()) == 1, probe.generations.names()
-            assert probe.generations.leases() == []
+            assert len(watcher.generations.physical_names()) == 1, watcher.generations.names()
+            assert watcher.generations.leases() == []
         finally:
-            probe.close()
+            watcher.close()
     finally:
         for s in services:
             if s.alive():

@@ -153,15 +153,18 @@ def test_two_nodes_on_loopback_equal_one_process(one_process, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_two_rank_checkpoint_serves_interests(two_ranks) -> None:
+def test_two_rank_checkpoint_serves_interests(one_process, two_ranks) -> None:
+    """The 2-rank checkpoint's user tower gives the 1-process one's interest vectors."""
     from mind.user_tower import UserTower
 
     config, _ = two_ranks
     tower = UserTower.load(config.path)
     assert tower.epoch == 1
-    vectors = tower.interests([[1, 2, 3], [41, 42, 43, 44]])
-    assert vectors.shape == (2, 2, 16) and np.isfinite(vectors).all()
-    assert np.abs(vectors).sum() > 0
+    histories = [[1, 2, 3], [41, 42, 43, 44]]
+    vectors = tower.interests(histories)
+    assert vectors.shape == (2, 2, 16) and np.abs(vectors).sum() > 0
+    reference = UserTower.load(one_process.path).interests(histories)
+    np.testing.assert_allclose(vectors, reference, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -290,7 +290,7 @@ class RecallEngine:
 
     def _answer_recalls(self, queries: Sequence[RecallQuery], max_hits: int | None = None
                         ) -> list:
-        unknown: list[int] = []
+        unknown = [0] * len(queries)  # per query: history ids the tower does not know
         answers: list = [None] * len(queries)
         # One search carries one filter: the queries of a pass are answered per filter.
         groups: dict[str, list[int]] = {}
@@ -306,11 +306,10 @@ class RecallEngine:
                                    unknown=got)
                 for i, answer, n in zip(members, part, got, strict=True):
                     answers[i] = answer
-                    unknown.append((i, n))
+                    unknown[i] = n
         except MilvusUnavailable:
             self._milvus_failed_at = time.monotonic()
             raise
-        unknown = [n for _, n in sorted(unknown)]
         for query, n in zip(queries, unknown):
             if n:  # ignored ids are a client's stale or foreign catalogue: worth seeing
                 log.info("recall: %d of the request's %d history ids are not in the catalogue "
