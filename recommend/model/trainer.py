@@ -205,7 +205,9 @@ def _plot_loss(path: Path, records: list[dict[str, Any]]) -> bool:
                 label="running mean of the epoch, as printed" if i == 0 else None)
     ax.plot([r["epoch"] + 1 for r in records], [r["train_loss"] for r in records], "o",
             color="tab:orange", label="epoch mean (at its end)")
-    ax.set_xlim(records[0]["epoch"], records[-1]["epoch"] + 1)
+    # The last epoch's dot sits at the right end: a margin there keeps the whole dot inside.
+    first, end = records[0]["epoch"], records[-1]["epoch"] + 1
+    ax.set_xlim(first, end + 0.03 * (end - first))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epochs trained")
     ax.set_ylabel("train loss (sampled softmax)")
