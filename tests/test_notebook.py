@@ -34,7 +34,7 @@ def _text(cell) -> str:
         if out.output_type == "stream":
             parts.append(out.text)
         elif out.output_type in ("display_data", "execute_result"):
-            parts.append(out.data.get("text/plain", ""))
+            parts.append(out.data.get("text/plain", "") + "\n")  # a print after it starts a line
     return "".join(parts)
 
 
@@ -97,3 +97,10 @@ def test_notebook_executes(tmp_path):
     assert re.search(r"^service exit code: 0$", text, re.M)  # the synthetic one
     assert "MovieLens service exit code: 0" in text
     assert "count now {'count': 0}" in text
+    # The wording the markdown leaves to the code: where the valid curve levels off, at which K
+    # MIND leads co-occurrence, and which latency path was faster this run and why.
+    assert re.search(r"^valid Recall@50: best [0-9.]+ at epoch \d+; from epoch \d+ on", text, re.M)
+    assert re.search(r"^MIND ahead of co-occurrence at K = ", text, re.M)
+    assert re.search(r"^MIND behind co-occurrence at K = ", text, re.M)
+    for who in ("1 user", "16 users"):
+        assert re.search(rf"^{who}: HTTP (slower|faster) by [0-9.]+ ms \(median\)", text, re.M), who
