@@ -81,6 +81,13 @@ t0=$SECONDS
 until curl -fsS --max-time 2 "http://127.0.0.1:$MILVUS_METRICS_PORT/healthz" 2>/dev/null | grep -q OK; do
     if ! alive "$pid"; then
         rm -f "$PID_FILE"
+        if [[ -z "${MILVUS_START_RETRIED:-}" ]]; then
+            # After a predecessor that had to be killed, its coordinators' sessions linger in
+            # etcd until they expire, and the new proxy gives up waiting for them: once more.
+            echo "start_server.sh: Milvus exited during start-up; starting it once more in 20 s" >&2
+            sleep 20
+            MILVUS_START_RETRIED=1 exec bash "$0" "$@"
+        fi
         echo "start_server.sh: Milvus exited during start-up. Logs: $MILVUS_LOG_DIR" >&2
         tail -n 20 "$MILVUS_LOG_DIR/milvus-stderr.log" >&2 || true
         exit 1

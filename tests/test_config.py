@@ -132,5 +132,12 @@ def test_errors_name_the_file_and_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(p, ["runner.epochs=two"])
     assert str(e.value) == f"{p.resolve()}: 'runner.epochs' must be an integer, got 'two'"
-    with pytest.raises(ConfigError, match=r"c\.yaml: unknown config key 'hyper_parameters\.maxln'"):
+    # A misspelt override is the command line's, and names the full key it meant.
+    with pytest.raises(ConfigError, match=r"^command line -o hyper_parameters\.maxln=3: unknown "
+                       r"config key 'hyper_parameters\.maxln'; did you mean "
+                       r"'hyper_parameters\.maxlen'\?$"):
         load_config(p, ["hyper_parameters.maxln=3"])
+    # A misspelt key in the file still names the file.
+    p.write_text(p.read_text().replace("  item_count: 100\n", "  item_count: 100\n  maxln: 3\n"))
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown config key 'hyper_parameters\.maxln'"):
+        load_config(p)
