@@ -121,7 +121,8 @@ def store(request, tmp_path) -> Iterator[ItemStore]:
 
 def test_a_filtered_search_returns_top_k_matching_items_when_enough_match(store):
     """5,000 items in 128 IVF lists; 500 match the filter: the 8 lists probed by default hold
-    fewer than 50 of them, so the store searches every list again (and gets the exact top)."""
+    fewer than 50 of them, so the store searches wider (4x, 16x, then every list) until each
+    query has its 50; an IVF search stays approximate, so the exact top is mostly found."""
     n, rng = 5000, np.random.default_rng(3)
     ids = np.arange(1, n + 1, dtype=np.int64)
     vecs = rng.standard_normal((n, 8)).astype(np.float32)
@@ -134,7 +135,10 @@ def test_a_filtered_search_returns_top_k_matching_items_when_enough_match(store)
     got, scores = store.search(q, 50, filter=expr)
     assert (got > 0).all() and (got % 10 == 0).all()
     exact = ids[rare][np.argsort(-(q @ vecs[rare].T), axis=1, kind="stable")[:, :50]]
-    assert [set(r) for r in got.tolist()] == [set(r) for r in exact.tolist()]
+    found = [len(set(g) & set(e)) / 50 for g, e in zip(got.tolist(), exact.tolist())]
+    # Approximate, as any IVF search: 0.80-0.86 of the exact top measured here (random 8-d
+    # vectors, 32 of 128 lists); 1.0 on Lite, which searches a catalogue this small exactly.
+    assert min(found) >= 0.6, found
     # The key and metadata are in the collection, beside the vector.
     name = store._served(refresh=True)
     rows = store.conn.call(lambda c: c.query(name, filter="id in [50, 51]",
