@@ -47,6 +47,10 @@ class InsertResult:
 
 # Queries costing more than this (users x search depth) go to the heavy lane: ~256 users x 256.
 HEAVY_COST = 64 * 1024
+# A search taking this share of QUEUE_WAIT_SECONDS is Milvus being slow (a pass takes ~5-100 ms):
+# a queue wait behind such searches, even several short of the whole wait (a server catching up
+# after a stall), is Milvus's doing, not overload.
+SLOW_SEARCH_SHARE = 0.25
 # Hits (query vectors x depth) per Milvus search call of the heavy lane.
 HEAVY_HITS_PER_CALL = 32 * 1024
 
@@ -273,7 +277,7 @@ class RecallEngine:
                 return search(vectors, k, **kwargs)
             finally:
                 self._searching_since.pop(lane, None)
-                if time.monotonic() - start >= self.queue_wait:
+                if time.monotonic() - start >= self.queue_wait * SLOW_SEARCH_SHARE:
                     self._slow_search_ended[lane] = time.monotonic()
         return timed
 
@@ -282,9 +286,10 @@ class RecallEngine:
         Milvus failed a pass lately, or the lane's search outlasted a turn (under way, or it just
         ended: the batcher expires its queue only after such a pass, e.g. the first after a restart)."""
         now, since = time.monotonic(), self._searching_since.get(lane.name)
+        slow = self.queue_wait * SLOW_SEARCH_SHARE
         if (now - self._milvus_failed_at < 2 * self.recall_deadline
                 or now - self._slow_search_ended.get(lane.name, -float("inf")) < self.queue_wait
-                or (since is not None and now - since >= self.queue_wait)):
+                or (since is not None and now - since >= slow)):
             return self._late()
         return exc
 
