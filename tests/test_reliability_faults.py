@@ -18,6 +18,7 @@ found (test_itemstore.py). Added here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,10 +27,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from config import Settings
 from reliability_support import Service, Traffic, outage_under_traffic, traffic_report
 
 TOKEN = "reliability-token-0123456789"
@@ -38,13 +41,13 @@ USERS = [[5, 17, 3], [40, 2], [1, 2, 3, 4, 5, 6, 7, 8], [399, 250], [123], [77, 
          [10, 20, 30], [300, 301, 302, 303]]
 GOOD = {"top_k": 20, "hist_item": USERS}
 MILVUS_TIMEOUT = 2.0
-# A request may wait for a (re)connect and then one call, each bounded by MILVUS_TIMEOUT;
-# the rest is slack for a loaded 2-core machine.
-MAX_503_SECONDS = 3 * MILVUS_TIMEOUT + 4
-# A recall waits at most QUEUE_WAIT_SECONDS (default 2) for a pass to take it, then at most
-# MILVUS_TIMEOUT for that pass (service.engine), whatever Milvus does.
-QUEUE_WAIT = 2.0
-MAX_RECALL_SECONDS = QUEUE_WAIT + MILVUS_TIMEOUT + 1.5
+# The service's defaults, which the outage and stall tests run with: a recall waits at most
+# QUEUE_WAIT_SECONDS for a pass, then MILVUS_TIMEOUT for it (service.engine); the 1.5 s is
+# slack for a loaded 2-core machine.
+DEFAULT_TIMEOUT = Settings.model_fields["MILVUS_TIMEOUT"].default
+DEFAULT_QUEUE_WAIT = Settings.model_fields["QUEUE_WAIT_SECONDS"].default
+MAX_RECALL_SECONDS = DEFAULT_QUEUE_WAIT + DEFAULT_TIMEOUT + 1.5
+MAX_COUNT_SECONDS = DEFAULT_TIMEOUT + 1.5
 
 
 def answers(http: httpx.Client) -> tuple[list[list[int]], int]:
@@ -164,6 +167,23 @@ def on_server(request, two_epochs, tmp_path_factory) -> Iterator[ServerSetup]:
             service.stop()
 
 
+@contextlib.contextmanager
+def service_with_defaults(server: Any, model: Path, tmp_path: Path, prefix: str
+                          ) -> Iterator[Service]:
+    """A service on the server with the DEFAULT limits, its own collection, dropped at the end."""
+    service = Service(tmp_path, {"MODEL_CONFIG_PATH": str(model), "EPOCH_NUM": "1",
+                                 "MILVUS_URI": server.uri, "API_TOKEN": TOKEN,
+                                 "DEFAULT_COLLECTION": f"{prefix}_{uuid.uuid4().hex[:8]}"})
+    service.start()
+    try:
+        yield service
+    finally:
+        try:
+            httpx.post(f"{service.base}/qa/drop", headers=AUTH, timeout=60)
+        finally:
+            service.stop()
+
+
 @pytest.mark.server
 @pytest.mark.slow
 def test_recall_during_switches_between_model_versions_is_right_or_409_never_a_mix(on_server):
@@ -256,27 +276,29 @@ def test_sigkill_during_insert_data_leaves_the_served_collection_intact(on_serve
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_milvus_server_stopped_under_traffic_503s_then_resumes_without_a_restart(on_server):
-    service = on_server.service
-    with service.client() as http:
-        insert(http)
-        before, n = answers(http)
-    starts = service.starts
-    report = outage_under_traffic(
-        service, on_server.server, [("/rec/recall", GOOD), ("/rec/count", None)],
-        expected={"/rec/recall": [before], "/rec/count": [{"count": n}]}, clients=4)
-    print("outage:", json.dumps(report))
-    assert report["service_alive"] and service.starts == starts  # never restarted
+def test_milvus_server_stopped_under_traffic_503s_then_resumes_without_a_restart(
+        request, two_epochs, tmp_path):
+    """The service on its DEFAULT limits (QUEUE_WAIT_SECONDS 2, MILVUS_TIMEOUT 10): every 503
+    of the outage blames Milvus (none says overloaded), none is slower than the limits allow."""
+    server = request.getfixturevalue("milvus_server")
+    with service_with_defaults(server, two_epochs, tmp_path, "outage") as service:
+        with service.client() as http:
+            insert(http)
+            before, n = answers(http)
+        starts = service.starts
+        report = outage_under_traffic(
+            service, server, [("/rec/recall", GOOD), ("/rec/count", None)],
+            expected={"/rec/recall": [before], "/rec/count": [{"count": n}]}, clients=4)
+        print("outage:", json.dumps(report))
+        assert report["service_alive"] and service.starts == starts  # never restarted
     assert report["healthz_during_outage"] == 200 and report["readyz_during_outage"] == 503
     assert set(report["statuses"]) <= {"200", "503"}, report
     assert report["answers_503"] > 0 and report["answers_503_without_message"] == 0, report
-    # Nearly every 503 blames Milvus; a few queued ones may say the queue's wait ran out.
-    assert report["answers_503_overloaded"] <= report["answers_503"] // 20, report
+    assert report["answers_503_overloaded"] == 0, report
     assert report["transport_errors"] == 0
-    assert report["max_latency_s"] <= MAX_503_SECONDS, report
+    # A recall: QUEUE_WAIT_SECONDS + MILVUS_TIMEOUT; a count: one MILVUS_TIMEOUT in all.
     assert report["max_latency_by_path_s"]["/rec/recall"] <= MAX_RECALL_SECONDS, report
-    # A count makes several Milvus calls, within one MILVUS_TIMEOUT in all.
-    assert report["max_latency_by_path_s"]["/rec/count"] <= MILVUS_TIMEOUT + 1.5, report
+    assert report["max_latency_by_path_s"]["/rec/count"] <= MAX_COUNT_SECONDS, report
     assert report["recovery_seconds"] is not None, report
     # Every 200, before, during the shutdown and after the restart, is the right answer.
     assert report["unexpected_answers"] == report["empty_answers"] == 0, report
@@ -313,13 +335,8 @@ def test_a_stalled_milvus_server_is_blamed_never_reported_as_overload(request, t
     (QUEUE_WAIT_SECONDS 2, MILVUS_TIMEOUT 10): every 503 names Milvus, none says the service
     is overloaded (was: 6 of 161), and a count is bounded as the README says."""
     server = request.getfixturevalue("milvus_server")
-    collection = f"stall_{uuid.uuid4().hex[:8]}"
-    service = Service(tmp_path, {"MODEL_CONFIG_PATH": str(two_epochs), "EPOCH_NUM": "1",
-                                 "MILVUS_URI": server.uri, "DEFAULT_COLLECTION": collection,
-                                 "API_TOKEN": TOKEN})
-    service.start()
     pid = int((Path(server.env["MILVUS_DATA_DIR"]) / "milvus.pid").read_text())
-    try:
+    with service_with_defaults(server, two_epochs, tmp_path, "stall") as service:
         with service.client() as http:
             insert(http)
             before, n = answers(http)
@@ -345,12 +362,6 @@ def test_a_stalled_milvus_server_is_blamed_never_reported_as_overload(request, t
                                                                          "/rec/count")}
         print("stall:", len(unavailable), "503s of", len(got), "answers; slowest", slowest)
         # A recall: QUEUE_WAIT_SECONDS + MILVUS_TIMEOUT; a count: one MILVUS_TIMEOUT in all.
-        assert slowest["/rec/recall"] <= 2 + 10 + 1.5, slowest
-        assert slowest["/rec/count"] <= 10 + 1.5, slowest
+        assert slowest["/rec/recall"] <= MAX_RECALL_SECONDS, slowest
+        assert slowest["/rec/count"] <= MAX_COUNT_SECONDS, slowest
         assert [a for a in got if a.status == 200 and a.t > got[-1].t - 3], "never resumed"
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        try:
-            httpx.post(f"{service.base}/qa/drop", headers=AUTH, timeout=60)
-        finally:
-            service.stop()
