@@ -132,13 +132,25 @@ class HyperConfig(_Section):
     hard_neg_beta: Number = Field(0.0, ge=0, description="0 = off")
     relu_layer: bool = False
     dynamic_k: bool = False
+    # How the K interests are drawn from the history: MIND's B2I routing (capsual.*) or
+    # ComiRec's self-attention (mind/self_attention.py; attention_hidden_size).
+    extractor: Literal["routing", "self_attention"] = "routing"
+    attention_hidden_size: int = Field(0, ge=0, description="0 = 4 x embedding_dim (ComiRec)")
 
     @model_validator(mode="after")
     def _consistent(self) -> HyperConfig:
         _need(self.hidden_size == self.embedding_dim, "hyper_parameters.hidden_size",
               f"must equal embedding_dim ({self.embedding_dim}): interests and items are compared "
               "by inner product")
+        _need(self.attention_hidden_size == 0 or self.extractor == "self_attention",
+              "hyper_parameters.attention_hidden_size",
+              "is only used with extractor: self_attention (routing has no attention layer)")
         return self
+
+    @property
+    def attention_hidden(self) -> int:
+        """Width of the self-attention's tanh layer W1 (ComiRec: 4 x embedding_dim)."""
+        return self.attention_hidden_size or 4 * self.embedding_dim
 
     @property
     def interest_num(self) -> int:

@@ -2,7 +2,9 @@
 ComiRec (Cen et al., arXiv 2005.09347): next-item prediction, sampled softmax over log-uniform
 negatives.
 
-User tower: item embeddings of the history -> B2I dynamic routing -> K interest vectors [B, K, H].
+User tower: item embeddings of the history -> B2I dynamic routing -> K interest vectors [B, K, H]
+(or, with hyper_parameters.extractor: self_attention, ComiRec's self-attentive extractor:
+mind/self_attention.py; everything else is shared).
 Training readout: label-aware attention over the K interests with the target item's embedding.
 Serving/eval: the K interests are searched directly (no label involved).
 
@@ -23,6 +25,7 @@ import paddle.nn.functional as F
 # The hyper-parameters are defined with the config file's other sections; importable from here too.
 from mind.config import CapsualConfig, HyperConfig, OptimizerConfig  # noqa: F401
 from mind.sampled_softmax import LogUniformSampler, sampled_softmax_loss
+from mind.self_attention import SelfAttentiveExtractor
 
 # Seed of the routing logits used in eval mode (see MIND.__init__); fixed so every build of the
 # model, and every checkpoint, routes a given history the same way.
@@ -65,7 +68,7 @@ def dynamic_interest_count(lengths: np.ndarray | paddle.Tensor, k: int):
 
 
 class MIND(nn.Layer):
-    """Item embeddings + B2I routing + label-aware attention + sampled softmax."""
+    """Item embeddings + B2I routing (or self-attention) + label-aware attention + sampled softmax."""
 
     def __init__(self, hp: HyperConfig) -> None:
         super().__init__()
@@ -84,17 +87,22 @@ class MIND(nn.Layer):
                 initializer=nn.initializer.XavierUniform(fan_in=n, fan_out=d)
             ),
         )
-        # Shared bilinear map S: low capsule u_j = e_j S (the same S for every interest, B2I).
-        self.bilinear = self.create_parameter(
-            [d, h], default_initializer=nn.initializer.XavierUniform()
-        )
-        # Eval-mode routing logits. All-zero logits would be symmetric over K (every interest gets
-        # the same coupling, so the K vectors stay identical through all iterations); one fixed
-        # draw from the training distribution breaks the symmetry deterministically. A buffer, so
-        # checkpoints carry it.
-        rng = np.random.default_rng(EVAL_ROUTING_SEED)
-        b0 = rng.normal(0.0, hp.capsual.init_std, size=(1, k, lmax)).astype("float32")
-        self.register_buffer("eval_routing_logits", paddle.to_tensor(b0), persistable=True)
+        # Each extractor's parameters exist only when it is the one used, so a checkpoint holds
+        # exactly one of them (and routing checkpoints from before the switch load unchanged).
+        if hp.extractor == "self_attention":
+            self.self_attention = SelfAttentiveExtractor(d, k, lmax, hp.attention_hidden)
+        else:
+            # Shared bilinear map S: low capsule u_j = e_j S (the same S for every interest, B2I).
+            self.bilinear = self.create_parameter(
+                [d, h], default_initializer=nn.initializer.XavierUniform()
+            )
+            # Eval-mode routing logits. All-zero logits would be symmetric over K (every interest
+            # gets the same coupling, so the K vectors stay identical through all iterations); one
+            # fixed draw from the training distribution breaks the symmetry deterministically. A
+            # buffer, so checkpoints carry it.
+            rng = np.random.default_rng(EVAL_ROUTING_SEED)
+            b0 = rng.normal(0.0, hp.capsual.init_std, size=(1, k, lmax)).astype("float32")
+            self.register_buffer("eval_routing_logits", paddle.to_tensor(b0), persistable=True)
         if hp.relu_layer:
             # Created only when on, so checkpoints of the model without it load unchanged.
             self.relu_linear = nn.Linear(h, h)
@@ -172,17 +180,43 @@ class MIND(nn.Layer):
             v = v * active.unsqueeze(2)  # relu(bias) of an empty capsule is not 0: zero it again
         return v, w, active
 
+    def _attend(
+        self, hist: paddle.Tensor, hist_emb: paddle.Tensor
+    ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor | None]:
+        """ComiRec's self-attention: (interests [B, K, H], attention [B, K, L], mask or None).
+
+        dynamic_k keeps the first K'_u heads and zeroes the rest (ComiRec has no K'_u; see
+        mind/self_attention.py); relu_layer applies as after routing.
+        """
+        v, a = self.self_attention(hist, hist_emb)
+        active = self.interest_mask(hist)
+        if self.hp.relu_layer:
+            v = F.relu(self.relu_linear(v))
+        if active is not None:
+            a = a * active.unsqueeze(2)
+            v = v * active.unsqueeze(2)
+        return v, a, active
+
+    def _extract(
+        self, hist: paddle.Tensor, hist_emb: paddle.Tensor
+    ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor | None]:
+        """The configured extractor (hp.extractor): routing (_route) or self-attention."""
+        if self.hp.extractor == "self_attention":  # a config value, not a tensor: exportable
+            return self._attend(hist, hist_emb)
+        return self._route(hist, hist_emb)
+
     def interests(self, hist: paddle.Tensor) -> paddle.Tensor:
         """hist int64 [B, L] (0 = padding, L <= maxlen) -> K interest vectors [B, K, H].
 
         A history without real items gives K zero vectors (without relu_layer); with dynamic_k
         the interests beyond K'_u are zero vectors, and a zero vector means "no interest".
         """
-        return self._route(hist, self.item_emb(hist))[0]
+        return self._extract(hist, self.item_emb(hist))[0]
 
     def coupling(self, hist: paddle.Tensor) -> paddle.Tensor:
-        """The last iteration's coupling coefficients [B, K, L] (for inspection and tests)."""
-        return self._route(hist, self.item_emb(hist))[1]
+        """[B, K, L]: how much each behaviour gives each interest (for inspection and tests):
+        routing's last coupling coefficients, or self-attention's weights."""
+        return self._extract(hist, self.item_emb(hist))[1]
 
     # ---------------------------------------------------------------- training
     def label_aware_attention(
@@ -227,7 +261,7 @@ class MIND(nn.Layer):
         hist_emb = emb[: batch * length].reshape([batch, length, -1])
         target_emb = emb[batch * length : batch * length + batch]
         neg_emb = emb[batch * length + batch :]
-        caps, _, active = self._route(hist, hist_emb)
+        caps, _, active = self._extract(hist, hist_emb)
         user = self.label_aware_attention(caps, target_emb, active)
         return sampled_softmax_loss(user, target_emb, target.reshape([-1]), neg, neg_emb, log_q,
                                     hard_neg_beta=self.hp.hard_neg_beta)
