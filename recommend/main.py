@@ -21,7 +21,7 @@ from config import Settings, get_settings
 from service import bodies, errors, metrics, protocol
 from service.limits import BodySizeLimit
 from service.request_id import RequestIdMiddleware
-from service.routes import health, rec
+from service.routes import health, page, rec
 from service.security import ExposureWatch, launch_host, launch_port, warn_if_exposed
 from service.startup import (
     KNOWN_START_ERRORS,
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recall_router)
     bodies.document(app, recall_router.body_models)
     app.include_router(health.router)
+    app.include_router(page.build_router(settings))  # the demo page, GET /demo
     app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(metrics.HttpMetrics, routes=metrics.route_paths(app))
