@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     AUTO_INSERT: bool = Field(
         False, description="At start-up, load this model's items when the collection is empty "
         "or holds another model's (one replica should do it, not all)"
+    )
+    TOWER_RUNTIME: Literal["dygraph", "inference"] = Field(
+        "dygraph", description="What runs the user tower: the checkpoint's Paddle layer "
+        "(dygraph), or its static export on Paddle Inference (inference; exported on first start "
+        "into {checkpoint root}/inference/, remade when the model changes)"
     )
 
     # --- HTTP ---------------------------------------------------------------------

@@ -5,6 +5,7 @@
     python -u infer.py -m mind/config_synthetic.yaml -top_n 50 --baselines
     python -u infer.py -m mind/config_synthetic.yaml --search exact  # in-process exact search
     MILVUS_URI=http://127.0.0.1:19530 python -u infer.py -m mind/config.yaml   # a Milvus server
+    python -u infer.py -m mind/config.yaml --export /srv/mind_tower [--epoch 3]  # no evaluation
 
 For each saved epoch in [runner.infer_start_epoch, runner.infer_end_epoch]: load the model,
 load every item embedding into Milvus (the same ItemStore the service uses), compute the
@@ -15,6 +16,9 @@ top_n) and score them. Results go to stdout and, as JSON, to
 other options keep their own file; the plots beside it carry the same suffix
 (recall_curve_*.png with --curve, metrics_by_epoch_*.png). With --json PATH, the plots are
 named PATH's stem + _recall_curve.png / _metrics_by_epoch.png.
+
+--export DIR writes the user tower of one saved epoch (--epoch, default the last in that range)
+as a static model for Paddle Inference, with its identity (mind/export.py), and evaluates nothing.
 """
 
 from __future__ import annotations
@@ -66,8 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="where to write the JSON results (default: {infer_load_path}/"
                         "infer_results_<split>_<search>[_baselines].json)")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="write the user tower as a Paddle Inference model into DIR and stop "
+                        "(mind/export.py; run it with mind/inference_tower.py)")
+    p.add_argument("--epoch", type=int, default=None,
+                   help="with --export: the saved epoch (default: the last in "
+                        "[runner.infer_start_epoch, runner.infer_end_epoch])")
     cli.add_debug_option(p)
     args = p.parse_args(argv)
+    if args.epoch is not None and args.export is None:
+        p.error("--epoch is only used with --export")
     if args.top_n < 1:
         p.error("-top_n must be >= 1")
     return args
@@ -164,12 +176,22 @@ def plot_epochs(records: list[dict], top_n: int, path: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run("infer.py", _main, argv)
+    from mind.export import ExportError
+
+    return cli.run("infer.py", _main, argv, known=cli.KNOWN_ERRORS + (ExportError,))
 
 
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     config = load_config(args.config, args.override)
+    if args.export is not None:
+        from mind.export import export_epoch
+
+        out = export_epoch(config, args.export, args.epoch)
+        meta = json.loads((out / "tower_meta.json").read_text())
+        print(f"[infer] exported epoch {meta['identity']['epoch']} of {checkpoint_root(config)} "
+              f"to {out} ({meta['model_file']}, {meta['params_file']}, tower_meta.json)")
+        return 0
     runner = config.runner
     cutoffs = sorted(set(CURVE_CUTOFFS) | {args.top_n}) if args.curve else [args.top_n]
     data = read_eval_dir(eval_dir(config, args.split), config.hyper_parameters.item_count)

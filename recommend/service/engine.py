@@ -148,6 +148,13 @@ class RecallEngine:
         Raises if the model is missing, corrupt or of another VECTOR_DIMENSION.
         """
         tower = UserTower.load(settings.MODEL_CONFIG_PATH, settings.EPOCH_NUM)
+        if settings.TOWER_RUNTIME == "inference":
+            # Only the forward pass moves to Paddle Inference: items, popularity and identity
+            # stay the checkpoint's, so collections built by either runtime serve both.
+            from mind.inference_tower import served_by_inference
+
+            tower = served_by_inference(tower)
+            log.info("user tower on Paddle Inference: %s", tower.runtime.export_dir)
         if settings.MAX_BATCH_USERS * tower.num_interests > MILVUS_MAX_NQ:
             # A full pass searches every user's K interest vectors in one request.
             raise SettingsError(

@@ -2,7 +2,7 @@
 
 File parsing lives in `recdata.formats` (shared with data preparation, which validates archives
 with the same code); this module re-exports it and adds what the model needs on top:
-`pad_histories` for evaluation/serving and `TrainSampler` for training batches.
+`known_items` and `pad_histories` for evaluation/serving and `TrainSampler` for training batches.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = [
     "DataFormatError",
     "EvalSet",
     "TrainSampler",
+    "known_items",
     "pad_histories",
     "read_eval_dir",
     "read_train_dir",
@@ -32,6 +33,13 @@ def _last_items(flat: np.ndarray, end: np.ndarray, n: np.ndarray, maxlen: int) -
     out = flat[idx] if flat.size else np.zeros(idx.shape, dtype=np.int64)
     out[~take] = 0
     return out
+
+
+def known_items(history: Sequence[int] | np.ndarray, item_count: int) -> np.ndarray:
+    """The ids of ``history`` a model of ``item_count`` rows has an embedding for, in click order
+    (here, not in user_tower, so a runtime without the network code applies the same rule)."""
+    h = np.asarray(history, dtype=np.int64).reshape(-1)
+    return h[(h > 0) & (h < item_count)]
 
 
 def pad_histories(histories: Sequence[Sequence[int] | np.ndarray], maxlen: int) -> np.ndarray:

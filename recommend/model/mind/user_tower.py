@@ -26,7 +26,7 @@ from mind.checkpoint import (
     read_meta,
 )
 from mind.config import Config, load_config
-from mind.reader import pad_histories
+from mind.reader import known_items, pad_histories
 from recdata.itemmap import ItemMap, read_item_map
 
 
@@ -73,8 +73,7 @@ class UserTower:
 
     def known_items(self, history: Sequence[int]) -> np.ndarray:
         """The ids of ``history`` the model has an embedding for, in click order."""
-        h = np.asarray(history, dtype=np.int64).reshape(-1)
-        return h[(h > 0) & (h < self.item_count)]
+        return known_items(history, self.item_count)
 
     def interests(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         """float32 [B, K, dim] interest vectors for a batch of raw click histories."""
