@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from config import INT64_MAX, Settings
+from mind.retrieval import MAX_DIVERSITY
 
 ItemId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 MAX_KEY_LEN = 512
@@ -80,6 +81,15 @@ class RecallRequestBase(BaseModel):
         'of {"item", "score", "interest", ...metadata}, where interest is the index of the '
         "interest vector that found the item (score and interest are null for the popular "
         "items a user with no known history gets)")
+    diversity: Annotated[float, Field(strict=True, ge=0, le=MAX_DIVERSITY,
+                                      allow_inf_nan=False)] | None = Field(
+        None,
+        description="lambda of ComiRec's controllable aggregation: each place goes to the item "
+        "with the best score - lambda x (items already chosen that share its category), so a "
+        "larger lambda spreads the answer over more categories; 0 = by score alone; omitted = "
+        "the model config's runner.merge_lambda. Needs a catalogue with a category column "
+        f"(category or genre); at most {MAX_DIVERSITY:g}",
+        examples=[0.1])
     where: dict[str, WhereValues] | None = Field(
         None, max_length=MAX_WHERE_FIELDS,
         description='Only items whose metadata field holds one of the values, e.g. '

@@ -87,6 +87,11 @@ class RunnerConfig(_Section):
     valid_data_dir: ConfigPath | None = None
     early_stopping_patience: int = Field(0, ge=0, description="0 = off")
     early_stopping_top_n: int = Field(50, ge=1)
+    # ComiRec's controllable aggregation (mind/retrieval.py, "controllable"): the lambda a recall
+    # uses when its request names none (0 = the plain score merge), and the catalogue column the
+    # categories come from ("" = the first of category, genre the item map has).
+    merge_lambda: Number = Field(0.0, ge=0, le=100, description="0 = off; <= 100 (retrieval.MAX_DIVERSITY)")
+    merge_category: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> RunnerConfig:

@@ -17,6 +17,15 @@ Merge strategies (``MERGES``):
   remaining pooled hits; the chosen items are listed by score. "slots_norm": shares in
   proportion to the interest vectors' norms (squash makes an interest longer the more
   behaviour mass routing gave it). Cutting a slots list at m < n is not the slots list of m.
+- "controllable": ComiRec's controllable aggregation (Cen et al., KDD 2020, section 3.4): greedy
+  over the pooled hits (deduplicated, best score each), each step taking the item that maximises
+  score + lambda * #{chosen items whose category differs}; since #chosen is the same for every
+  candidate of a step, that is score - lambda * #{chosen items of the same category}, which is
+  what ComiRec's evaluation computes. lambda = 0 is the "score" merge. Items with several
+  categories (MovieLens genres) "share a category" with a chosen item when their sets meet; an
+  item without a category shares none. The list is in the order chosen. (Read as "score +
+  lambda * [the item's category is new]", a bonus only for an unseen category, the rule would
+  stop diversifying once every category had one item; ComiRec's penalty grows with each repeat.)
 
 Masked interests: a zero interest vector (dynamic_k beyond K'_u, or an empty capsule) scores
 every item 0, so it is never searched and none of its hits is ever merged.
@@ -35,8 +44,14 @@ import numpy as np
 # Milvus rejects a per-vector limit above 16,384.
 MAX_SEARCH_K = 16384
 
-MERGES = ("score", "round_robin", "slots", "slots_norm")
+MERGES = ("score", "round_robin", "slots", "slots_norm", "controllable")
 DEFAULT_MERGE = "score"
+# The largest lambda a request may ask for: far beyond any useful trade-off (item scores are inner
+# products of a few units), a larger one is a client's mistake.
+MAX_DIVERSITY = 100.0
+# The catalogue columns a category is read from when none is named, in this order: synthetic data
+# writes `category`, MovieLens `genre` (a list).
+CATEGORY_COLUMNS = ("category", "genre")
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
@@ -63,6 +78,8 @@ def merge_hits(
     active: np.ndarray | None = None,
     shares: np.ndarray | None = None,
     positions: list[np.ndarray] | None = None,
+    categories: np.ndarray | None = None,
+    diversity: float = 0.0,
 ) -> list[np.ndarray]:
     """Merge each user's hits into one list: unique, valid, cut to ``top_n``.
 
@@ -78,6 +95,8 @@ def merge_hits(
     Ties keep the order of the input (stable sort).
     positions: when given, gets per user the column in ``ids`` of each merged id's hit (its
     best one): the score is ``scores[u, col]`` and, for K blocks of n, the interest ``col // n``.
+    categories: bool [item_count, C], row i = item i's categories (item_categories), and
+    diversity = lambda >= 0: for "controllable" (required there, ignored by the others).
     """
     if ids.shape != scores.shape or ids.ndim != 2:
         raise ValueError(f"ids {ids.shape} and scores {scores.shape} must be the same 2-D shape")
@@ -91,6 +110,23 @@ def merge_hits(
     if active is not None:
         dead = np.repeat(~np.asarray(active, bool).reshape(users, lists), width // lists, axis=1)
         ids = np.where(dead, -1, ids)
+    if strategy == "controllable":
+        if categories is None:
+            raise ValueError("the controllable merge needs the items' categories")
+        if not 0 <= diversity <= MAX_DIVERSITY:
+            raise ValueError(f"diversity must be in [0, {MAX_DIVERSITY:g}], got {diversity}")
+        # The score merge of every pooled hit: unique, valid, history out, best score first.
+        cols: list[np.ndarray] = []
+        pooled = merge_hits(ids, scores, width, exclude, "score", lists, None, positions=cols)
+        merged, picked = [], []
+        for u, (row, col) in enumerate(zip(pooled, cols)):
+            order = greedy_diverse(scores[u, col], categories[np.clip(row, 0, len(categories) - 1)]
+                                   & (row < len(categories))[:, None], diversity, top_n)
+            merged.append(row[order])
+            picked.append(col[order])
+        if positions is not None:
+            positions.extend(picked)
+        return merged
     if strategy in ("slots", "slots_norm"):
         merged = _merge_slots(ids, scores, top_n, exclude, lists, active, shares)
         if positions is not None:
@@ -132,6 +168,49 @@ def merge_hits(
     if positions is not None:
         positions.extend(order[u][keep[u]] for u in range(users))
     return [ranked[u][keep[u]] for u in range(users)]
+
+
+def greedy_diverse(scores: np.ndarray, cats: np.ndarray, diversity: float, top_n: int
+                   ) -> np.ndarray:
+    """Indices of up to top_n candidates, in the order chosen: each step the candidate with the
+    largest score - diversity * (chosen candidates sharing a category with it); ties go to the
+    earlier candidate. scores [M] (candidates best first for the "score" order at diversity 0),
+    cats bool [M, C]."""
+    m = len(scores)
+    take = min(top_n, m)
+    if diversity == 0 or take == 0:
+        return np.arange(take)
+    c = cats.astype(np.float32)
+    shares = (c @ c.T) > 0  # [M, M]: candidates i, j have a category in common
+    penalty = np.zeros(m, np.float64)
+    gain = scores.astype(np.float64)
+    out = np.empty(take, np.int64)
+    for step in range(take):
+        j = int(np.argmax(gain - diversity * penalty))
+        out[step] = j
+        gain[j] = -np.inf
+        penalty += shares[j]
+    return out
+
+
+def item_categories(catalogue, item_count: int, column: str | None = None) -> np.ndarray | None:
+    """bool [item_count, C]: row i = the categories of item id i (row 0, padding: none), read
+    from the catalogue's column ``column`` (a scalar or a list column; "" = none) or, when None,
+    the first of CATEGORY_COLUMNS it has. None when there is no such column (or no catalogue)."""
+    if catalogue is None:
+        return None
+    names = [column] if column else [c for c in CATEGORY_COLUMNS if c in catalogue.columns]
+    if not names or names[0] not in catalogue.columns:
+        return None
+    values = catalogue.columns[names[0]]
+    as_sets = [tuple(v) if isinstance(v, (tuple, list)) else ((v,) if v else ())
+               for v in values.tolist()]
+    vocab = {name: k for k, name in enumerate(sorted({x for v in as_sets for x in v if x}))}
+    out = np.zeros((item_count, max(len(vocab), 1)), bool)
+    for i, v in enumerate(as_sets[:item_count]):
+        if i:
+            out[i, [vocab[x] for x in v if x]] = True
+    return out
 
 
 def _best_columns(ids: np.ndarray, scores: np.ndarray, merged: np.ndarray) -> np.ndarray:
@@ -205,6 +284,8 @@ class RecallQuery:
     where: the Milvus filter its search must use ("" = none; queries answered together share
     one search, so they must share it too); allowed: bool [item_count], the items that filter
     admits (for the popular fallback). details: answer (ids, scores, interests) per user.
+    diversity: lambda of the "controllable" merge; > 0 answers this query's users with it
+    (recall_many's ``categories`` then required), 0 = the call's merge.
     """
 
     histories: Sequence[Sequence[int]]
@@ -213,6 +294,7 @@ class RecallQuery:
     where: str = ""
     allowed: np.ndarray | None = None
     details: bool = False
+    diversity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -233,10 +315,13 @@ def recall(
     exclude_history: bool = True,
     timings: dict[str, float] | None = None,
     merge: str = DEFAULT_MERGE,
+    diversity: float = 0.0,
+    categories: np.ndarray | None = None,
 ) -> list[list[int]]:
     """Recall up to ``top_k`` item ids per user, best first (one query of ``recall_many``)."""
-    (rows,) = recall_many(tower, search, [RecallQuery(histories, top_k, exclude_history)],
-                          timings, merge)
+    (rows,) = recall_many(tower, search, [RecallQuery(histories, top_k, exclude_history,
+                                                      diversity=diversity)],
+                          timings, merge, categories=categories)
     return rows
 
 
@@ -247,6 +332,7 @@ def recall_many(
     timings: dict[str, float] | None = None,
     merge: str = DEFAULT_MERGE,
     unknown: list[int] | None = None,
+    categories: np.ndarray | None = None,
 ) -> list[list[list[int]] | list[Recalled]]:
     """Answer several queries with ONE ``tower.interests`` call and ONE ``search``.
 
@@ -259,13 +345,18 @@ def recall_many(
     tower, the search and the merge are added to it. ``merge`` picks how the K lists
     become one (``MERGES``, see merge_hits). When ``unknown`` is given, each query's number of
     history ids the tower does not know (ignored) is appended to it. A query with ``details``
-    gets a ``Recalled`` per user instead of a list of ids.
+    gets a ``Recalled`` per user instead of a list of ids. The users of a query with
+    ``diversity`` > 0 are merged by "controllable" with that lambda, which needs ``categories``
+    (item_categories of the catalogue): without them such a query is a ValueError.
     """
     if len({q.where for q in queries}) > 1:
         raise ValueError("queries answered by one search must share its filter (where)")
     for q in queries:
         if q.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {q.top_k}")
+        if q.diversity and categories is None:
+            raise ValueError("diversity > 0 needs the items' categories: the catalogue has "
+                             "no category column")
     known = [[tower.known_items(h) for h in q.histories] for q in queries]
     if unknown is not None:
         unknown.extend(sum(len(h) - len(k) for h, k in zip(q.histories, q_known))
@@ -297,9 +388,25 @@ def recall_many(
                    for q, q_known in zip(queries, known) for h in q_known]
     flat_scores = scores.reshape(users, -1)
     positions: list[np.ndarray] | None = [] if any(q.details for q in queries) else None
-    merged = merge_hits(ids.reshape(users, -1), flat_scores,
+    flat_ids = ids.reshape(users, -1)
+    merged = merge_hits(flat_ids, flat_scores,
                         max(q.top_k for q in queries), exclude, strategy=merge, lists=k,
-                        active=active, shares=shares, positions=positions)
+                        active=active, shares=shares, positions=positions,
+                        categories=categories)
+    # Queries asking for a diversity: their users merged again, one merge per lambda.
+    lam = np.repeat([q.diversity for q in queries], [len(q.histories) for q in queries])
+    for value in np.unique(lam[lam > 0]).tolist():
+        rows_of = np.flatnonzero(lam == value)
+        cols: list[np.ndarray] | None = [] if positions is not None else None
+        again = merge_hits(flat_ids[rows_of], flat_scores[rows_of],
+                           max(q.top_k for q in queries if q.diversity == value),
+                           None if exclude is None else [exclude[u] for u in rows_of],
+                           "controllable", k, active[rows_of], positions=cols,
+                           categories=categories, diversity=value)
+        for j, u in enumerate(rows_of.tolist()):
+            merged[u] = again[j]
+            if positions is not None:
+                positions[u] = cols[j]  # type: ignore[index]
     answers: list = []
     rows = iter(zip(range(users), merged, (h for q_known in known for h in q_known)))
     for q in queries:
