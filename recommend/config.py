@@ -11,6 +11,7 @@ was started.
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -19,8 +20,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SERVICE_DIR = Path(__file__).resolve().parent
 
@@ -29,10 +29,6 @@ MILVUS_MAX_TOPK = 16384
 MILVUS_MAX_NQ = 16384
 INT64_MAX = 2**63 - 1
 
-# Milvus's rule, capped at 201 characters and minus the parts itemstore reserves for its
-# physical collections (<name>__v<n>), Lite pointer (<name>__served) and build leases.
-_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
-_RESERVED_COLLECTION_PARTS = ("__v", "__served", "__builds")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _URL = re.compile(r"^https?://[^\s/]+(:\d{1,5})?/?$")
 
@@ -157,14 +153,12 @@ class Settings(BaseSettings):
     @field_validator("DEFAULT_COLLECTION")
     @classmethod
     def _collection(cls, value: str) -> str:
-        if not _COLLECTION_NAME.match(value):
-            raise ValueError(
-                "a Milvus collection name: a letter or _ first, then letters, digits or _ "
-                f"(at most 201), got {value!r}"
-            )
-        if any(part in value for part in _RESERVED_COLLECTION_PARTS):
-            raise ValueError(f"collection name {value!r} contains one of "
-                             f"{_RESERVED_COLLECTION_PARTS}, which the item store reserves")
+        # Imported here: the itemstore package imports pymilvus, which the body parser's
+        # process (it imports this module through the schemas) must not load.
+        from itemstore.names import collection_name_problem
+
+        if (problem := collection_name_problem(value)) is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("MODEL_CONFIG_PATH")
@@ -209,21 +203,30 @@ class Settings(BaseSettings):
         try:
             if environ is None:
                 return cls()
-            return cls(_build_sources=((_MappingSource(cls, environ),), {}))
+            # The mapping's variables as init values, with every other source switched off
+            # (settings_customise_sources); empty ones keep the default, as in the environment.
+            only = _GIVEN_ONLY.set(True)
+            try:
+                return cls(**{k: v for k, v in environ.items() if k in cls.model_fields and v})
+            finally:
+                _GIVEN_ONLY.reset(only)
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _GIVEN_ONLY.get():
+            return (init_settings,)
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings)
 
-class _MappingSource(EnvSettingsSource):
-    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty,
-                              self.env_parse_none_str)
+# Set while from_env(environ) builds Settings from that mapping alone.
+_GIVEN_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("settings_given_only",
+                                                                  default=False)
 
 
 def _is_host(value: str) -> bool:

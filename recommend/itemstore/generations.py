@@ -27,12 +27,10 @@ from typing import Any
 
 from itemstore.client import Connection, DataType, MilvusClient
 from itemstore.errors import BuildConflict, is_not_found, is_not_loaded
+from itemstore.names import BUILDS, PHYSICAL, POINTER
 
 log = logging.getLogger("itemstore")
 
-PHYSICAL = "__v"
-POINTER = "__served"
-BUILDS = "__builds"
 HEARTBEAT_SECONDS = 5.0
 # A lease not refreshed for this long belongs to a build that died (12 missed heartbeats;
 # replicas' clocks are assumed within a few seconds of each other, as NTP keeps them).

@@ -9,7 +9,6 @@ every collection it builds and refuses (ModelMismatch) to search a collection of
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -21,8 +20,9 @@ from itemstore import fast_search, lite_lock
 from itemstore.client import Connection, DataType, MilvusClient, MilvusException
 from itemstore.errors import CollectionMissing, ModelMismatch, is_not_found, is_not_loaded
 from itemstore.fields import ScalarField
-from itemstore.generations import BUILDS, PHYSICAL, POINTER, Generations, Heartbeat
+from itemstore.generations import Generations, Heartbeat
 from itemstore.identity import Identity, decode, encode, mismatch_message, same_model
+from itemstore.names import collection_name_problem
 from itemstore.vectors import augment, check_items, check_queries, fit_queries, pad_hits
 
 log = logging.getLogger("itemstore")
@@ -57,8 +57,6 @@ MAX_TOP_K = 16384  # Milvus's own limit on limit
 _BATCH_BYTES = {"lite": 1 << 20, "server": 16 << 20}
 # Milvus Lite's insert time grows with the rows of a request, not only its bytes.
 _BATCH_ROWS = {"lite": 4096, "server": 1 << 20}
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
-RESERVED_PARTS = (PHYSICAL, POINTER, BUILDS)
 
 
 class ItemStore:
@@ -68,9 +66,8 @@ class ItemStore:
                  timeout: float = 10.0, *, identity: Identity | None = None,
                  search_params: Mapping[str, int] | None = None,
                  build_params: Mapping[str, Mapping[str, int]] | None = None) -> None:
-        if not _NAME_RE.match(collection) or any(p in collection for p in RESERVED_PARTS):
-            raise ValueError(f"collection name {collection!r}: letters, digits, '_' only, "
-                             f"containing none of {RESERVED_PARTS}")
+        if (problem := collection_name_problem(collection)) is not None:
+            raise ValueError(problem)
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if timeout <= 0:
