@@ -16,67 +16,36 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import pytest
 
 sys.path[:0] = [str(Path(__file__).resolve().parent),
                 str(Path(__file__).resolve().parents[1] / "recommend")]
-from config import SERVICE_DIR  # noqa: E402
-from support import free_port  # noqa: E402
+from reliability_support import Service, free_port  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 INSTALL = "apt-get install -y chromium chromium-driver"
 WAIT = 30  # seconds for anything the page does (a recall of the tiny model takes ~50 ms)
 
 
-class Service(NamedTuple):
-    base: str
-    log: Path
-
-
 @contextlib.contextmanager
 def service(config: Path, tmp: Path, insert: bool, **env: str) -> Iterator[Service]:
     """`uvicorn main:app` on a free loopback port, its items loaded when ``insert``."""
-    port = free_port()
-    full = {**os.environ, "MODEL_CONFIG_PATH": str(config),
-            "MILVUS_URI": str(tmp / "items.db"), **env}
-    for name in ("API_TOKEN", "AUTO_INSERT"):
-        full.pop(name, None)
-    log_path = tmp / "uvicorn.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("uvicorn")), "main:app", "--port", str(port)],
-            cwd=SERVICE_DIR, env=full, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"uvicorn exited:\n{log_path.read_text()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not answer:\n{log_path.read_text()}")
-                time.sleep(0.2)
-            if insert:
-                r = httpx.post(f"{base}/rec/insert_data", timeout=300)
-                assert r.status_code == 200, r.text
-            yield Service(base, log_path)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    s = Service(tmp, {"MODEL_CONFIG_PATH": str(config), "MILVUS_URI": str(tmp / "items.db"),
+                      **env})
+    s.start()
+    try:
+        if insert:
+            r = httpx.post(f"{s.base}/rec/insert_data", timeout=300)
+            assert r.status_code == 200, r.text
+        yield s
+    finally:
+        s.stop()
 
 
 def browser_missing() -> str | None:
@@ -213,8 +182,8 @@ def csp_violations(driver) -> list[str]:
             if "Content Security Policy" in e["message"] or e["level"] == "SEVERE"]
 
 
-def log_since(path: Path, offset: int) -> str:
-    return path.read_text()[offset:]
+def log_since(s: Service, offset: int) -> str:
+    return s.log()[offset:]
 
 
 def mutating_calls(log: str) -> list[str]:
@@ -226,7 +195,7 @@ def mutating_calls(log: str) -> list[str]:
 
 # ------------------------------------------------------------------ the tests
 def test_a_recall_shows_each_interests_items_as_the_api_answers(browser, loaded, tmp_path):
-    start = len(loaded.log.read_text())
+    start = len(loaded.log())
     open_page(browser, loaded.base)
     # Type titles, add three items, reorder one and put it back.
     keys = [add_from_search(browser, t, k) for t, k in
@@ -268,7 +237,7 @@ def test_a_recall_shows_each_interests_items_as_the_api_answers(browser, loaded,
     assert history_of(browser) == [] and not css(browser, "#recall")[0].is_enabled()
     assert csp_violations(browser) == []
     # The page read and recalled; it loaded, counted and dropped nothing.
-    log = log_since(loaded.log, start)
+    log = log_since(loaded, start)
     assert '"POST /rec/recall' in log and '"GET /rec/items' in log
     assert not mutating_calls(log)
 
@@ -283,7 +252,7 @@ def test_an_empty_collection_says_load_the_items_first(browser, empty):
     r = httpx.post(f"{empty.base}/rec/recall",
                    json={"top_k": 20, "hist_item": [["SKU-0005"]], "return": "items"})
     assert r.status_code == 409, r.text
-    assert not mutating_calls(log_since(empty.log, 0))  # and the page did not load them
+    assert not mutating_calls(log_since(empty, 0))  # and the page did not load them
 
 
 def test_a_milvus_outage_is_shown_as_such(browser, keyed_model, tmp_path):
