@@ -1,10 +1,26 @@
 """service.batcher.MicroBatcher: who is answered together, and what each caller gets back."""
 
+import asyncio
 import threading
 
+import numpy as np
 import pytest
 
 from service.batcher import BatcherClosed, MicroBatcher
+from test_retrieval import TinyTower
+
+
+class WideTower(TinyTower):  # every positive id is "known", so a history can be long
+    item_count = 10**6
+
+    def known_items(self, history):
+        h = np.asarray(history, dtype=np.int64)
+        return h[h > 0]
+
+
+def recall(engine, histories, top_k, **kwargs):
+    """One recall through the engine's async path, from a test's thread."""
+    return asyncio.run(engine.recall_async(histories, top_k, **kwargs))
 
 
 class Gate:
@@ -141,12 +157,12 @@ def test_engine_answers_503_at_the_deadline_when_the_search_hangs():
     engine = RecallEngine(tower, TimingStore(stuck, timeout=0.3, uri="http://stuck:19530"))
     t0 = time.perf_counter()
     with pytest.raises(MilvusUnavailable, match="no answer within 0.3 s"):
-        engine.recall([[1, 3]], top_k=2)
+        recall(engine, [[1, 3]], top_k=2)
     with pytest.raises(MilvusUnavailable, match="slow or unreachable"):
         asyncio.run(engine.recall_async([[1, 3]], top_k=2))
     assert time.perf_counter() - t0 < 2
     unblocked.set()
-    assert sorted(engine.recall([[1, 3]], top_k=2)[0]) == [2, 4]
+    assert sorted(recall(engine, [[1, 3]], top_k=2)[0]) == [2, 4]
     assert asyncio.run(engine.recall_async([[4]], top_k=1, exclude_history=False)) == [[3]]
     engine.close()
 
@@ -172,7 +188,7 @@ def test_a_queue_wait_just_after_a_slow_search_is_blamed_on_milvus():
                           queue_wait=0.2)
     overloaded = ServiceOverloaded("waited 0.2 s for a turn")
     assert engine._blame(engine._recall_batcher, overloaded) is overloaded  # no slow search yet
-    assert sorted(engine.recall([[1, 3]], top_k=2)[0]) == [2, 4]  # one 0.3 s search
+    assert sorted(recall(engine, [[1, 3]], top_k=2)[0]) == [2, 4]  # one 0.3 s search
     assert isinstance(engine._blame(engine._recall_batcher, overloaded), MilvusUnavailable)
     time.sleep(0.25)
     assert engine._blame(engine._recall_batcher, overloaded) is overloaded
@@ -226,17 +242,9 @@ def test_queries_of_very_different_depth_wait_for_another_pass():
 
 def test_a_long_history_does_not_deepen_a_short_requests_search():
     """Unit level, real engine and recall_many: the search depth each pass asks Milvus for."""
-    import numpy as np
 
     from service.engine import RecallEngine
-    from test_retrieval import TinyTower, exact_search
-
-    class WideTower(TinyTower):  # every positive id is "known", so a history can be long
-        item_count = 10**6
-
-        def known_items(self, history):
-            h = np.asarray(history, dtype=np.int64)
-            return h[h > 0]
+    from test_retrieval import exact_search
 
     tower, depths, gate = WideTower(), [], Gate()
     gate.release.clear()
@@ -300,18 +308,10 @@ def test_a_heavy_query_has_a_lane_of_its_own_and_searches_in_small_calls():
     """Unit level, real engine and recall_many: a 1-user recall is answered while a heavy pass
     (users x depth over HEAVY_COST) is stuck in its search, and that search asks for at most
     HEAVY_HITS_PER_CALL hits per call."""
-    import numpy as np
 
     from service import engine as engine_module
     from service.engine import HEAVY_COST, HEAVY_HITS_PER_CALL, RecallEngine, query_cost
-    from test_retrieval import TinyTower, exact_search
-
-    class WideTower(TinyTower):
-        item_count = 10**6
-
-        def known_items(self, history):
-            h = np.asarray(history, dtype=np.int64)
-            return h[h > 0]
+    from test_retrieval import exact_search
 
     tower, calls = WideTower(), []
     held, release = threading.Event(), threading.Event()
@@ -335,7 +335,7 @@ def test_a_heavy_query_has_a_lane_of_its_own_and_searches_in_small_calls():
     assert query_cost(heavy) > HEAVY_COST >= query_cost(_query([[1, 3]], 10))
     lane, ticket = engine._submit(heavy)
     assert lane is engine._heavy_batcher and held.wait(10)
-    assert engine.recall([[1, 3]], top_k=2) == [[2, 4]]  # while the heavy search is held
+    assert recall(engine, [[1, 3]], top_k=2) == [[2, 4]]  # while the heavy search is held
     release.set()
     rows = ticket.result(10)
     assert rows == engine_module.recall_many(tower, exact_search(tower.items), [heavy])[0]

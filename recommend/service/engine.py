@@ -198,21 +198,6 @@ class RecallEngine:
             self.inserting = False
             self._write_lock.release()
 
-    def recall(
-        self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True
-    ) -> list[list[int]]:
-        """Up to top_k item ids per user, best first (see mind.retrieval.recall_many)."""
-        return self._wait(*self._submit(RecallQuery(histories, top_k, exclude_history)))
-
-    def _wait(self, lane: MicroBatcher, ticket: Ticket) -> list:
-        while True:
-            try:
-                return ticket.result(timeout=self._keep_waiting(lane, ticket))
-            except concurrent.futures.TimeoutError:
-                continue
-            except ServiceOverloaded as exc:
-                raise self._blame(lane, exc) from None
-
     async def recall_async(
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True,
         where: str = "", allowed: np.ndarray | None = None, details: bool = False,
