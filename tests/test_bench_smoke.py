@@ -255,8 +255,13 @@ def test_quality_reduced_grid(tmp_path, monkeypatch):
         for entry in table.values():
             lo, hi = entry["recall@50"]["ci95"]
             assert lo <= entry["recall@50"]["mean"] <= hi and len(entry["runs"]) == 2
-            # synthetic data also has the planted-interest coverage of users with 3-4 interests
-            assert set(entry) == {"recall@50", "ndcg@50", "hitrate@50", "coverage_3_4@50", "runs"}
+            # synthetic data also has the planted-interest coverage of users with 3-4 interests,
+            # and (its item map's categories) categories per list and eval-category coverage
+            assert set(entry) == {"recall@50", "ndcg@50", "hitrate@50", "coverage_3_4@50",
+                                  "categories@50", "category_coverage@50", "runs"}
+        # both extractors; ComiRec's controllable aggregation at each lambda, for K=2 and K=1
+        assert {"SA K=2 (score merge)", "SA K=2 (controllable λ=0.1 merge)",
+                "MIND K=2 (controllable λ=0.2 merge)"} <= set(table)
     assert all(r["cap_binds"] for r in syn["mind_runs"])  # 1 epoch: the cap binds, and says so
     assert "Epoch cap binds" in (tmp_path / "quality.md").read_text()
 
