@@ -254,6 +254,36 @@ def key_path_markdown(sv: dict[str, Any]) -> list[str]:
     return L
 
 
+def peer_markdown(sv: dict[str, Any]) -> list[str]:
+    """The peer (bench/peer/app.py) beside ours: same users, same collection, same run."""
+    L: list[str] = []
+    for b in ("lite", "server"):
+        p = _get(sv, f"{b}.peer")
+        if not p:
+            continue
+        vs = p["ours_over_peer"]
+        c = str(vs["clients"])
+        if not L:
+            L += ["", "Peer (issue 22): `bench/peer/app.py`, the service a user would write from "
+                  "the tutorial (one forward pass and one Milvus search per request, no batching), "
+                  "measured after ours stopped, on the collection ours built and the same users.",
+                  "", f"| backend | service | 1 user median/p99 ms | {c} clients users/s (med/p99 "
+                  "ms) | cores under load: service / Milvus / load generator | answers |",
+                  "|---|---|---|---|---|---|"]
+        ag = p["agreement"]
+        for name, e, note in (("ours", sv[b], ""),
+                              ("peer", p, f"{ag['identical']}/{ag['users']} identical to ours, "
+                                          f"{ag['equal_up_to_ties']} up to ties")):
+            lat, ld = e["latency"]["1"], e["load"][c]
+            L.append(f"| {b} | {name} | {lat['median_ms']:.1f}/{lat['p99_ms']:.1f} | "
+                     f"{ld['users_per_s']:.0f} ({ld['median_ms']:.1f}/{ld['p99_ms']:.1f}) | "
+                     + " / ".join(f"{v:.2f}" for v in ld.get("cpu_cores", {}).values())
+                     + f" | {note} |")
+        L.append(f"| {b} | ours / peer | x{vs['median_ratio']:.2f} / x{vs['p99_ratio']:.2f} | "
+                 f"x{vs['throughput_ratio']:.2f} | | |")
+    return L
+
+
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     L = [f"# Speed benchmarks ({res['profile']})", "",
@@ -330,6 +360,7 @@ def markdown(res: dict[str, Any]) -> str:
                   f"(median {two['median_ms']:.1f} ms, p99 {two['p99_ms']:.1f} ms); cores: "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in two["cpu_cores"].items())]
         L += key_path_markdown(sv)
+        L += peer_markdown(sv)
         L += ["", "Limit (in process, same vectors): " + "; ".join(
             f"{n}: {x['batched']['users_per_s']:.0f} users/s batched by 128, 1 user "
             f"{x['per_user']['call']['median_ms']:.2f} ms" + _ann_setting(x)

@@ -18,6 +18,11 @@ time POST /rec/insert_data of the whole catalogue, then
   * the limit: the same searches in process with exact numpy, and with faiss IVF on the item
     store's augmented vectors at the fastest nprobe whose recall@50 against exact search of
     these vectors is >= 0.98 (its recall and the nprobe sweep are reported).
+  * the peer (issue 22): bench/peer/app.py, the service a user would write from the tutorial
+    (one forward and one Milvus search per request, no batching), started with uvicorn after
+    ours stops, on the collection ours built: its answers checked against ours for
+    AGREE_USERS users, its 1-user latency and the most clients' throughput on the same users,
+    and ours / peer ratios.
 
     python bench/serve_bench.py [--profile quick] [--backends lite,server] [--milvus-uri URI]
 """
@@ -46,14 +51,20 @@ COLLECTION = "bench_serve"
 KEY_PATH = ("ids", "keys", "items", "where")
 KEY_PATH_ROUNDS = 6
 WHERE_COLUMN, WHERE_SHARE = "category", 1 / 20
+# The peer (bench/peer/app.py), run as `uvicorn app:app` in its folder; users whose answers
+# are compared with ours before it is measured.
+PEER_DIR, PEER_APP = common.BENCH / "peer", "app:app"
+AGREE_USERS = 16
 # paddle installs a root log handler at INFO, which would print a line per httpx request.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class Service:
-    """`uvicorn main:app` in recommend/, on a free loopback port."""
+    """`uvicorn main:app` in recommend/ (or another `app` in `cwd`: the peer), on a free
+    loopback port."""
 
-    def __init__(self, config: Path, milvus_uri: str, log_path: Path, workers: int = 1):
+    def __init__(self, config: Path, milvus_uri: str, log_path: Path, workers: int = 1,
+                 app: str = "main:app", cwd: Path = common.SERVICE_DIR):
         from support import free_port  # tests/support.py
 
         self.port = free_port()
@@ -64,9 +75,9 @@ class Service:
         env.pop("API_TOKEN", None)
         self.log_file = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "warning", "--workers", str(workers)],
-            cwd=common.SERVICE_DIR, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+            cwd=cwd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 180) -> float:
         import httpx
@@ -339,6 +350,7 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
         out["insert_data_reply"] = r.json()
         log(f"serve {backend}: up in {out['startup_seconds']:.1f}s; insert_data "
             f"{out['insert_data_seconds']:.1f}s")
+        ours_answers = answers(svc.url, histories[:AGREE_USERS])  # the peer's must equal them
         out["latency"] = {}
         for users, reps in profile.lat_reps:
             out["latency"][str(users)] = lat = sequential_latency(svc.url, histories, users, reps)
@@ -379,7 +391,9 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
         svc.stop()
     if backend == "server":
         out["load_2_workers"] = two_workers(cfg, uri, histories, profile)
-    # After the service stops: Milvus Lite opens a .db file in one process at a time.
+    # After the service stops: Milvus Lite opens a .db file in one process at a time, and
+    # this process keeps it once it has opened it (below), so the peer goes first.
+    out["peer"] = bench_peer(backend, profile, cfg, uri, tower, histories, out, ours_answers)
     # Raw search of the same users' vectors against the service's own collection, with the
     # per-vector limit the service asks for (top_k + history length when excluding history).
     vectors = tower.interests(histories)
@@ -422,6 +436,87 @@ def two_workers(cfg: Path, uri: str, histories: list[list[int]], profile: Profil
         return out
     finally:
         svc.stop()
+
+
+def answers(url: str, histories: list[list[int]]) -> list[list[int]]:
+    """Each user's /rec/recall answer, one 1-user request each (as the loads send them)."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=120) as client:
+        return [client.post("/rec/recall", json=_body([h])).raise_for_status().json()[0]
+                for h in histories]
+
+
+def agreement(tower, histories: list[list[int]], ours: list[list[int]],
+              theirs: list[list[int]]) -> dict[str, Any]:
+    """How many users got the same ids in the same order from both services, and how many
+    up to ties: at every place either the same id or one of the same score (each item's best
+    inner product over the user's unmasked interests, recomputed here; 1e-5 relative)."""
+    ids, items = tower.item_embeddings()
+    row_of = np.zeros(tower.item_count, np.int64)
+    row_of[ids] = np.arange(len(ids))
+    vectors = tower.interests(histories)
+    identical, tied, differ = 0, 0, []
+    for u, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        live = vectors[u][np.any(vectors[u] != 0, axis=1)]
+
+        def score(i: int) -> float:
+            return float((live @ items[row_of[i]]).max())
+        same = a == b
+        ties = same or len(a) == len(b) and all(
+            x == y or abs(score(x) - score(y)) <= 1e-5 * max(1.0, abs(score(x)))
+            for x, y in zip(a, b))
+        identical += same
+        tied += ties
+        if not ties and len(differ) < 3:
+            first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            differ.append({"user": u, "lengths": [len(a), len(b)], "first_difference": first})
+    return {"users": len(ours), "identical": identical, "equal_up_to_ties": tied,
+            "agree": tied == len(ours), "differences": differ}
+
+
+def bench_peer(backend: str, profile: Profile, cfg: Path, uri: str, tower,
+               histories: list[list[int]], ours: dict[str, Any],
+               ours_answers: list[list[int]]) -> dict[str, Any]:
+    """The peer (bench/peer/app.py) on the collection our service built, which has stopped
+    (Milvus Lite: one process per file): answers against ours, then the 1-user latency and
+    the most clients' load of our figures, on the same users; ours / peer ratios."""
+    import httpx
+
+    svc = Service(cfg, uri, common.WORK / f"uvicorn_peer_{backend}.log", app=PEER_APP,
+                  cwd=PEER_DIR)
+    out: dict[str, Any] = {"app": "bench/peer/app.py"}
+    try:
+        out["startup_seconds"] = svc.wait_ready()
+        users = histories[:len(ours_answers)]
+        out["agreement"] = agreement(tower, users, ours_answers, answers(svc.url, users))
+        # The same users in one request too: the peer's several-user path answers alike.
+        many = httpx.post(svc.url + "/rec/recall", json=_body(users), timeout=120)
+        out["agreement"]["one_request_equals_single"] = \
+            many.raise_for_status().json() == answers(svc.url, users)
+        out["latency"] = {"1": sequential_latency(svc.url, histories, 1, dict(profile.lat_reps)[1])}
+        c = max(profile.concurrency)
+        groups = {"service": [svc.proc.pid], "milvus": common.milvus_pids(),
+                  "load_generator": [os.getpid()]}
+        with common.CpuMeter(groups) as cpu:
+            ld = load_test(svc.url, histories, c, profile.load_seconds, profile.load_max_requests)
+        out["load"] = {str(c): {**ld, "cpu_cores": cpu.cores}}
+        out["memory"] = common.tree_rss_mb(svc.proc.pid)
+    finally:
+        svc.stop()
+    lat, mine = out["latency"]["1"], ours["latency"]["1"]
+    out["ours_over_peer"] = {"clients": c,
+                             "median_ratio": mine["median_ms"] / lat["median_ms"],
+                             "p99_ratio": mine["p99_ms"] / lat["p99_ms"],
+                             "throughput_ratio": ours["load"][str(c)]["users_per_s"]
+                             / ld["users_per_s"]}
+    ag, vs = out["agreement"], out["ours_over_peer"]
+    log(f"serve {backend}: peer answers: {ag['identical']}/{ag['users']} identical, "
+        f"{ag['equal_up_to_ties']} equal up to ties; 1 user median {lat['median_ms']:.1f} ms, "
+        f"p99 {lat['p99_ms']:.1f}; {c} clients {ld['users_per_s']:.0f} users/s (median "
+        f"{ld['median_ms']:.1f}, p99 {ld['p99_ms']:.1f} ms, {ld['errors']} errors); ours / peer: "
+        f"median x{vs['median_ratio']:.2f}, throughput x{vs['throughput_ratio']:.2f}")
+    return out
 
 
 def limits(tower, histories: list[list[int]]) -> dict[str, Any]:
