@@ -127,7 +127,9 @@ def type_into_search(driver, text: str) -> None:
 def add_from_search(driver, text: str, item: str | None = None) -> str:
     """Type ``text``; add the result naming ``item`` (default: the first). Returns its item."""
     type_into_search(driver, text)
-    want = f'#found li[data-item="{item}"] button' if item else "#found li button"
+    # The list answering this very text (data-q), not an earlier one still on screen.
+    found = f'#found[data-q="{text.strip()}"]'
+    want = f'{found} li[data-item="{item}"] button' if item else f"{found} li button"
     wait_for(driver, lambda d: css(d, want))
     button = css(driver, want)[0]
     chosen = button.find_element("xpath", "..").get_attribute("data-item")
@@ -281,9 +283,12 @@ def screenshot(config: Path, searches: list[str], out: Path, top_k: int) -> None
             top.send_keys(str(top_k))
             assert recall_and_wait(driver) == "ok"
             type_into_search(driver, searches[0])
-            wait_for(driver, lambda d: css(d, "#found li"))
-            height = driver.execute_script("return document.documentElement.scrollHeight")
-            driver.set_window_size(1500, min(max(height + 40, 700), 1600))
+            wait_for(driver, lambda d: css(d, f'#found[data-q="{searches[0]}"] li'))
+            for _ in range(2):  # the page reflows once resized: measure again
+                height, chrome = driver.execute_script(
+                    "return [document.documentElement.scrollHeight, "
+                    "window.outerHeight - window.innerHeight]")
+                driver.set_window_size(1500, min(max(height, 700), 1600) + chrome)
             driver.save_screenshot(str(out))
         finally:
             driver.quit()

@@ -74,6 +74,7 @@ async function search() {
   if (!q) { found.replaceChildren(); $("search-note").textContent = ""; return; }
   const answer = await getJSON(`rec/items?q=${encodeURIComponent(q)}&limit=20`);
   if (seq !== searchSeq) return;
+  found.dataset.q = q;  // which text the list answers (a pending search clears it)
   if (answer.status !== 200) {
     found.replaceChildren();
     $("search-note").textContent = answer.body.detail;
@@ -195,7 +196,9 @@ async function recall() {
 function column(title, key, items, showInterest) {
   const col = el("div", null, "column");
   col.dataset.interest = key;
-  col.append(el("h3", title), el("p", `${items.length} item${items.length === 1 ? "" : "s"}`, "note"));
+  const count = items.length ? `${items.length} item${items.length === 1 ? "" : "s"}`
+    : "0 items: none of its hits made the merged top K";
+  col.append(el("h3", title), el("p", count + (showInterest ? "" : mostly(items)), "note"));
   const list = el("ol");
   for (const item of items) {
     const li = el("li", null, showInterest && item.interest !== null ? `i${item.interest % 8}` : "");
@@ -208,6 +211,18 @@ function column(title, key, items, showInterest) {
   }
   col.append(list);
   return col;
+}
+
+// What an interest is about, in a few words: its items' commonest genres (or categories).
+function mostly(items) {
+  if (!info.filter || !items.length) return "";
+  const counts = new Map();
+  for (const item of items) {
+    const v = item[info.filter.field];
+    for (const x of Array.isArray(v) ? v : [v]) counts.set(x, (counts.get(x) || 0) + 1);
+  }
+  const top = [...counts].sort((a, b) => b[1] - a[1]).slice(0, 2).map(([x]) => x);
+  return ` · mostly ${top.join(", ")}`;
 }
 
 function renderColumns(row) {
@@ -239,7 +254,11 @@ async function start() {
     $("filter-label").hidden = false;
   }
   let timer = null;
-  $("search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 150); });
+  $("search").addEventListener("input", () => {
+    $("found").dataset.q = "";
+    clearTimeout(timer);
+    timer = setTimeout(search, 150);
+  });
   $("search").addEventListener("keydown", (e) => { if (e.key === "Enter") addTyped(); });
   $("clear").addEventListener("click", () => { history = []; renderHistory(); });
   $("recall").addEventListener("click", recall);
