@@ -81,7 +81,7 @@ show "curl -X 'POST'   '$BASE/rec/recall'   -H 'accept: application/json'   -H '
 show "curl -X 'POST'   '$BASE/rec/count'   -H 'accept: application/json'   -d ''"
 
 if [ "$KEEP" = 1 ]; then
-  stage "6/6 Serving on $BASE (API docs: $BASE/docs). Press Ctrl-C to stop."
+  stage "6/6 Serving on $BASE: open the page $BASE/demo (API docs: $BASE/docs). Press Ctrl-C to stop."
   wait $SERVER
 else
   stage "6/6 Stopping the service (--exit)"
