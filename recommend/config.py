@@ -87,8 +87,10 @@ class Settings(BaseSettings):
         False, description="At start-up, load this model's items when the collection is empty "
         "or holds another model's (one replica should do it, not all)"
     )
+    # inference is the default: as fast alone, and beside a busy thread 0.7 ms a 1-user pass
+    # against dygraph's 8.2 (it does not hold the GIL through the pass): bench/tower_bench.py.
     TOWER_RUNTIME: Literal["dygraph", "inference"] = Field(
-        "dygraph", description="What runs the user tower: the checkpoint's Paddle layer "
+        "inference", description="What runs the user tower: the checkpoint's Paddle layer "
         "(dygraph), or its static export on Paddle Inference (inference; exported on first start "
         "into {checkpoint root}/inference/, remade when the model changes)"
     )

@@ -9,7 +9,10 @@ answering what the dygraph service answers, from the collection the dygraph serv
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +22,7 @@ import pytest
 
 from mind.config import HyperConfig, load_config
 from mind.export import META_FILE, cached_export, export_tower
-from mind.inference_tower import InferenceTower
+from mind.inference_tower import InferenceTower, served_by_inference
 from mind.user_tower import UserTower
 from reliability_support import Service
 from support import MODEL_DIR, run, write_config
@@ -104,10 +107,21 @@ def test_exported_interests_equal_the_dygraph_towers(models, variant, dynamic_k,
     assert np.array_equal(tower.interests(rows), want)
 
 
+def test_runtime_answers_from_many_threads(models, tmp_path):
+    # The service calls the tower from its batcher threads (one lane each).
+    tower = UserTower.load(models["routing"])
+    runtime = InferenceTower(export_tower(tower, tmp_path / "tower"))
+    rows = histories(tower.item_count, tower.maxlen, n=60, seed=9)
+    want = tower.interests(rows)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: runtime.interests(rows[i:i + 8]), range(0, len(rows), 8)))
+    assert np.abs(np.concatenate(got) - want).max() < TOLERANCE
+
+
 FRESH = """
 import json, sys
 import numpy as np
-from mind.inference_tower import InferenceTower
+from mind.inference_tower import InferenceTower, served_by_inference
 
 tower = InferenceTower(sys.argv[1])
 rows = json.loads(open(sys.argv[2]).read())
@@ -186,6 +200,24 @@ def test_cached_export_is_made_once_per_model(models):
     # Another program for the same weights (dynamic_k): another folder, never the stale one.
     other = cached_export(UserTower(load_config(config, ["hyper_parameters.dynamic_k=true"]), 0))
     assert other != first and other.parent == first.parent
+
+
+def test_a_read_only_model_folder_gets_a_private_export(models, tmp_path, caplog):
+    # A copy of the checkpoints whose cache folder cannot be made (a file holds its name; chmod
+    # would not stop root).
+    root = tmp_path / "model"
+    shutil.copytree(load_config(models["routing"]).runner.model_save_path, root,
+                    ignore=shutil.ignore_patterns("inference"))
+    (root / "inference").write_text("not a folder")
+    config = load_config(models["routing"], [f"runner.infer_load_path={root}"])
+    tower = UserTower(config, 0)
+    with caplog.at_level(logging.WARNING, logger="mind.inference_tower"):
+        served = served_by_inference(tower)
+    assert "for this process only" in caplog.text and "cannot write the export" in caplog.text
+    assert not served.runtime.export_dir.exists()  # the temporary export is gone, the model not
+    rows = histories(tower.item_count, tower.maxlen, n=40)
+    assert np.abs(served.interests(rows) - tower.interests(rows)).max() < TOLERANCE
+    assert served.identity() is tower.identity() and served.item_count == tower.item_count
 
 
 @pytest.mark.slow

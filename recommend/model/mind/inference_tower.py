@@ -13,6 +13,8 @@ The service runs it with TOWER_RUNTIME=inference (`served_by_inference`).
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 # The export's layout, defined here (mind.export, its writer, imports the network).
 META_FILE = "tower_meta.json"
 FORMAT_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class InferenceTower:
@@ -112,10 +116,16 @@ class InferenceServedTower:
 def served_by_inference(tower: UserTower, **options: Any) -> InferenceServedTower:
     """``tower`` with its forward on Paddle Inference, from the export the service keeps beside
     the checkpoint (mind.export.cached_export: made on first start, remade when the model or
-    its hyper-parameters change)."""
-    from mind.export import cached_export  # imports the network: only where a tower is loaded
+    its hyper-parameters change); from a temporary one when the model's folder is read-only."""
+    from mind.export import ExportError, cached_export, export_tower  # imports the network
 
-    runtime = InferenceTower(cached_export(tower), **options)
+    try:
+        runtime = InferenceTower(cached_export(tower), **options)
+    except ExportError as exc:
+        log.warning("%s; exporting the user tower for this process only", exc)
+        # The predictor holds the program and weights once created: the files may go.
+        with tempfile.TemporaryDirectory(prefix="mind_tower_") as tmp:
+            runtime = InferenceTower(export_tower(tower, Path(tmp) / "tower"), **options)
     if runtime.identity() != {**tower.identity(), "config": runtime.identity().get("config")}:
         raise ValueError(f"{runtime.export_dir} holds another model than {tower.identity()}")
     return InferenceServedTower(tower, runtime)
