@@ -475,12 +475,40 @@ def agreement(tower, histories: list[list[int]], ours: list[list[int]],
             "agree": tied == len(ours), "differences": differ}
 
 
+def one_and_most(svc: Service, histories: list[list[int]], profile: Profile) -> dict[str, Any]:
+    """The figures compared with the peer's: 1-user latency of sequential requests, and the
+    most clients' load of 1-user requests with the cores it used."""
+    c = max(profile.concurrency)
+    lat = sequential_latency(svc.url, histories, 1, dict(profile.lat_reps)[1])
+    groups = {"service": [svc.proc.pid], "milvus": common.milvus_pids(),
+              "load_generator": [os.getpid()]}
+    with common.CpuMeter(groups) as cpu:
+        ld = load_test(svc.url, histories, c, profile.load_seconds, profile.load_max_requests)
+    return {"latency": {"1": lat}, "load": {str(c): {**ld, "cpu_cores": cpu.cores}}}
+
+
+def ours_over_peer(before: dict[str, Any], after: dict[str, Any], peer: dict[str, Any],
+                   clients: int) -> dict[str, Any]:
+    """Ours / the peer's 1-user median and p99 and most clients' users/s, ours being the mean
+    of its figures before and after the peer (each side's own ratios beside)."""
+    def figures(e: dict[str, Any]) -> np.ndarray:
+        lat, ld = e["latency"]["1"], e["load"][str(clients)]
+        return np.array([lat["median_ms"], lat["p99_ms"], ld["users_per_s"]])
+
+    b, a, p = figures(before), figures(after), figures(peer)
+    mean, rb, ra = ((b + a) / 2 / p).tolist(), (b / p).tolist(), (a / p).tolist()
+    return {"clients": clients, "median_ratio": mean[0], "p99_ratio": mean[1],
+            "throughput_ratio": mean[2],
+            "before_after": {"median_ratio": [rb[0], ra[0]], "throughput_ratio": [rb[2], ra[2]]}}
+
+
 def bench_peer(backend: str, profile: Profile, cfg: Path, uri: str, tower,
                histories: list[list[int]], ours: dict[str, Any],
                ours_answers: list[list[int]]) -> dict[str, Any]:
     """The peer (bench/peer/app.py) on the collection our service built, which has stopped
     (Milvus Lite: one process per file): answers against ours, then the 1-user latency and
-    the most clients' load of our figures, on the same users; ours / peer ratios."""
+    the most clients' load on the same users; then ours once more (A-B-A: a steady drift of
+    the shared machine's load cancels in the ratios, which use the mean of ours' two)."""
     import httpx
 
     svc = Service(cfg, uri, common.WORK / f"uvicorn_peer_{backend}.log", app=PEER_APP,
@@ -494,28 +522,26 @@ def bench_peer(backend: str, profile: Profile, cfg: Path, uri: str, tower,
         many = httpx.post(svc.url + "/rec/recall", json=_body(users), timeout=120)
         out["agreement"]["one_request_equals_single"] = \
             many.raise_for_status().json() == answers(svc.url, users)
-        out["latency"] = {"1": sequential_latency(svc.url, histories, 1, dict(profile.lat_reps)[1])}
-        c = max(profile.concurrency)
-        groups = {"service": [svc.proc.pid], "milvus": common.milvus_pids(),
-                  "load_generator": [os.getpid()]}
-        with common.CpuMeter(groups) as cpu:
-            ld = load_test(svc.url, histories, c, profile.load_seconds, profile.load_max_requests)
-        out["load"] = {str(c): {**ld, "cpu_cores": cpu.cores}}
+        out.update(one_and_most(svc, histories, profile))
         out["memory"] = common.tree_rss_mb(svc.proc.pid)
     finally:
         svc.stop()
-    lat, mine = out["latency"]["1"], ours["latency"]["1"]
-    out["ours_over_peer"] = {"clients": c,
-                             "median_ratio": mine["median_ms"] / lat["median_ms"],
-                             "p99_ratio": mine["p99_ms"] / lat["p99_ms"],
-                             "throughput_ratio": ours["load"][str(c)]["users_per_s"]
-                             / ld["users_per_s"]}
-    ag, vs = out["agreement"], out["ours_over_peer"]
+    again = Service(cfg, uri, common.WORK / f"uvicorn_{backend}_after_peer.log")
+    try:
+        again.wait_ready()
+        out["ours_after"] = one_and_most(again, histories, profile)
+    finally:
+        again.stop()
+    c = max(profile.concurrency)
+    out["ours_over_peer"] = vs = ours_over_peer(ours, out["ours_after"], out, c)
+    ag, lat, ld = out["agreement"], out["latency"]["1"], out["load"][str(c)]
+    (mb, ma), (tb, ta) = vs["before_after"]["median_ratio"], vs["before_after"]["throughput_ratio"]
     log(f"serve {backend}: peer answers: {ag['identical']}/{ag['users']} identical, "
         f"{ag['equal_up_to_ties']} equal up to ties; 1 user median {lat['median_ms']:.1f} ms, "
         f"p99 {lat['p99_ms']:.1f}; {c} clients {ld['users_per_s']:.0f} users/s (median "
-        f"{ld['median_ms']:.1f}, p99 {ld['p99_ms']:.1f} ms, {ld['errors']} errors); ours / peer: "
-        f"median x{vs['median_ratio']:.2f}, throughput x{vs['throughput_ratio']:.2f}")
+        f"{ld['median_ms']:.1f}, p99 {ld['p99_ms']:.1f} ms, {ld['errors']} errors); ours / peer "
+        f"(ours before, after): median x{vs['median_ratio']:.2f} ({mb:.2f}, {ma:.2f}), "
+        f"throughput x{vs['throughput_ratio']:.2f} ({tb:.2f}, {ta:.2f})")
     return out
 
 
