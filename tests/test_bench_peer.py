@@ -14,7 +14,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
-def serve():
+def serve(tmp_path_factory: pytest.TempPathFactory):
+    """serve_bench and run, their logs written to a temp dir (not bench/work/)."""
     sys.path.insert(0, str(BENCH))
     try:
         import common
@@ -22,7 +23,9 @@ def serve():
         import serve_bench
     finally:
         sys.path.remove(str(BENCH))
-    return serve_bench, run, common.PROFILES["tiny"]
+    work, common.WORK = common.WORK, tmp_path_factory.mktemp("peer_bench_work")
+    yield serve_bench, run, common.PROFILES["tiny"]
+    common.WORK = work
 
 
 @pytest.mark.slow
