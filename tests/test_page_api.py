@@ -9,6 +9,7 @@ models: the keyed one (titles, a genre list) and the synthetic one (a category c
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from service.catalogue import Catalogue
 from service.domain import BadQuery
 from service.itemsearch import ItemSearch
 from service.routes.page import CSP
+from support import train_tiny_model
 
 
 # ------------------------------------------------------------------ unit: the search
@@ -67,6 +69,7 @@ def test_without_a_map_the_search_is_by_id():
 
 
 # ------------------------------------------------------------------ the routes, through HTTP
+@contextlib.contextmanager
 def _client(model: tuple[Path, int], tmp_path_factory, **env: str) -> Iterator[TestClient]:
     import main
 
@@ -77,14 +80,26 @@ def _client(model: tuple[Path, int], tmp_path_factory, **env: str) -> Iterator[T
         yield c
 
 
+def drop_item_map(data: Path) -> None:
+    (data / "item_map.tsv").unlink()
+
+
+@pytest.fixture(scope="session")
+def ids_only_model(tmp_path_factory) -> tuple[Path, int]:
+    """The tiny synthetic model trained on data without an item map: ids are the only names."""
+    return train_tiny_model(tmp_path_factory.getbasetemp() / "ids_only_model", drop_item_map)
+
+
 @pytest.fixture(scope="module")
 def keyed(keyed_model, tmp_path_factory) -> Iterator[TestClient]:
-    yield from _client(keyed_model, tmp_path_factory)
+    with _client(keyed_model, tmp_path_factory) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
 def synthetic(tiny_model, tmp_path_factory) -> Iterator[TestClient]:
-    yield from _client(tiny_model, tmp_path_factory)
+    with _client(tiny_model, tmp_path_factory) as c:
+        yield c
 
 
 def test_items_finds_titles_and_keys_as_recall_takes_them(keyed):
@@ -166,3 +181,15 @@ def test_info_says_what_the_page_needs(keyed, keyed_model):
     assert info["keys"] is True and info["items"] == keyed_model[1] - 1
     assert info["filter"]["field"] == "genre" and "Classic" in info["filter"]["values"]
     assert info["max_top_k"] == 100 and info["name_field"] == "title"
+
+
+def test_a_model_without_an_item_map_is_searched_by_id(ids_only_model, tmp_path_factory):
+    with _client(ids_only_model, tmp_path_factory) as c:
+        info = c.get("/demo/info").json()
+        assert info["keys"] is False and info["filter"] is None and info["name_field"] is None
+        assert c.get("/rec/items", params={"q": "12", "limit": 3}).json() == [
+            {"item": 12, "id": 12}, {"item": 120, "id": 120}, {"item": 121, "id": 121}]
+        r = c.get("/rec/items", params={"q": "Product 12"})
+        assert r.status_code == 422
+        assert r.json()["detail"] == ("query.q: this model has no item keys or titles (its data "
+                                      "had no item_map.tsv): search by item id (digits)")

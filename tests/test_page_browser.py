@@ -27,6 +27,7 @@ import pytest
 sys.path[:0] = [str(Path(__file__).resolve().parent),
                 str(Path(__file__).resolve().parents[1] / "recommend")]
 from reliability_support import Service, free_port  # noqa: E402
+from test_page_api import ids_only_model  # noqa: E402, F401  (a fixture)
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 INSTALL = "apt-get install -y chromium chromium-driver"
@@ -157,11 +158,13 @@ def columns_of(driver) -> dict[str, list[tuple[str, str]]]:
 
 
 def expected_columns(answer: list[dict[str, Any]], interests: int) -> dict[str, list[str]]:
-    cols = {str(k): [i["item"] for i in answer if i["interest"] == k] for k in range(interests)}
-    popular = [i["item"] for i in answer if i["interest"] is None]
+    """The columns the page should show for ``answer``, items as the page's data-item (text)."""
+    cols = {str(k): [str(i["item"]) for i in answer if i["interest"] == k]
+            for k in range(interests)}
+    popular = [str(i["item"]) for i in answer if i["interest"] is None]
     if popular:
         cols["popular"] = popular
-    cols["merged"] = [i["item"] for i in answer]
+    cols["merged"] = [str(i["item"]) for i in answer]
     return cols
 
 
@@ -173,7 +176,7 @@ def check_against_the_api(driver, base: str, body: dict[str, Any]) -> list[dict[
     interests = httpx.get(f"{base}/demo/info").json()["interests"]
     shown = columns_of(driver)
     assert {k: [i for i, _ in v] for k, v in shown.items()} == expected_columns(row, interests)
-    scores = {i["item"]: i["score"] for i in row}
+    scores = {str(i["item"]): i["score"] for i in row}
     for item, text in shown["merged"]:
         assert float(text) == pytest.approx(scores[item], abs=5e-4), item
     return row
@@ -265,6 +268,17 @@ def test_a_milvus_outage_is_shown_as_such(browser, keyed_model, tmp_path):
         add_from_search(browser, "Product 5", "SKU-0005")
         assert recall_and_wait(browser) == "milvus-down"
         assert "Milvus is unavailable (503)" in css(browser, "#status")[0].text
+
+
+def test_a_model_without_an_item_map_works_by_ids(browser, ids_only_model, tmp_path):  # noqa: F811
+    with service(ids_only_model[0], tmp_path, insert=True) as s:
+        open_page(browser, s.base)
+        assert "ids only" in css(browser, "#model")[0].text
+        assert css(browser, "#filter-label")[0].get_attribute("hidden") is not None
+        ids = [add_from_search(browser, q, q) for q in ("12", "7", "250")]
+        assert recall_and_wait(browser) == "ok"
+        check_against_the_api(browser, s.base, {
+            "top_k": 20, "hist_item": [[int(i) for i in ids]], "return": "items"})
 
 
 # ------------------------------------------------------------------ the README's screenshot
