@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-sys.path[:0] = [str(Path(__file__).resolve().parent),
-                str(Path(__file__).resolve().parents[1] / "recommend")]
+if __name__ == "__main__":  # run as a script (the screenshot): pytest's paths by hand
+    sys.path[:0] = [str(Path(__file__).resolve().parent),
+                    str(Path(__file__).resolve().parents[1] / "recommend")]
 from reliability_support import Service, free_port  # noqa: E402
 from test_page_api import ids_only_model  # noqa: E402, F401  (a fixture)
 
