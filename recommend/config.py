@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     QUEUE_WAIT_SECONDS: Annotated[float, Field(gt=0, le=600)] = Field(
         2.0, description="Longest a recall request waits for a pass to take it, then 503"
     )
+    PASSES_IN_FLIGHT: Annotated[int, Field(ge=1, le=8)] = Field(
+        2, description="Recall passes per lane that may overlap: while one waits for Milvus the "
+        "next runs the model (one forward at a time); 1 = one pass after another"
+    )
 
     @field_validator("MILVUS_HOST", "HOST")
     @classmethod

@@ -421,3 +421,198 @@ def test_maximum_size_queries_cannot_fill_the_queue_for_small_ones():
     answered = sorted(x for x in small if x is not None)
     assert len(answered) >= 0.95 * len(small), f"{len(answered)} of {len(small)} answered"
     assert answered[int(0.95 * (len(answered) - 1))] <= 1.0
+
+
+# ------------------------------------------------------------------ overlapping passes
+class RandomTower(WideTower):
+    """300 items with random 8-d vectors; interest j of a user = mean of the known items at
+    the positions = j mod 3 of its last 20 clicks. Counts forwards running at once."""
+
+    item_count, maxlen = 300, 20
+
+    def __init__(self, seed=7):
+        rng = np.random.default_rng(seed)
+        self.items = rng.normal(size=(self.item_count, 8)).astype(np.float32)
+        self.items[0] = 0
+        self.forwards_at_once = self.most_forwards_at_once = 0
+        self._lock = threading.Lock()
+
+    def known_items(self, history):
+        h = np.asarray(history, dtype=np.int64)
+        return h[(h > 0) & (h < self.item_count)]
+
+    def interests(self, histories):
+        with self._lock:
+            self.forwards_at_once += 1
+            self.most_forwards_at_once = max(self.most_forwards_at_once, self.forwards_at_once)
+        out = np.zeros((len(histories), 3, 8), dtype=np.float32)
+        for u, h in enumerate(histories):
+            known = self.known_items(h)[-self.maxlen:]
+            for j in range(3):
+                if len(known[j::3]):
+                    out[u, j] = self.items[known[j::3]].mean(axis=0)
+        threading.Event().wait(0.0005)  # a forward takes time: another pass could overlap it
+        with self._lock:
+            self.forwards_at_once -= 1
+        return out
+
+    def popular_items(self, n, allowed=None):
+        ids = np.arange(1, self.item_count)
+        return (ids if allowed is None else ids[allowed[ids]])[:n]
+
+
+def test_overlapping_passes_answer_exactly_as_one_query_at_a_time():
+    """3,000 random queries from 8 threads through an engine with 2 passes in flight: every
+    answer equals recall_many on that query alone; searches did overlap; the model never ran
+    two forwards at once."""
+    import random
+
+    from mind.retrieval import RecallQuery, recall_many
+    from service.engine import RecallEngine
+
+    tower = RandomTower()
+
+    def exact(vectors, k):  # row by row: a row's scores do not depend on the batch around it
+        scores = np.stack([tower.items[1:] @ v for v in vectors])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return order + 1, np.take_along_axis(scores, order, axis=1)
+
+    searching = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    class OverlapStore:
+        timeout, uri = 10.0, "http://overlap:19530"
+
+        def search(self, vectors, k):
+            with lock:
+                searching["now"] += 1
+                searching["most"] = max(searching["most"], searching["now"])
+            try:
+                threading.Event().wait(random.uniform(0, 0.002))
+                return exact(vectors, k)
+            finally:
+                with lock:
+                    searching["now"] -= 1
+
+        def close(self):
+            pass
+
+    rng = random.Random(2024)
+    queries = [RecallQuery(
+        [[rng.randrange(0, 320) for _ in range(rng.randrange(0, 30))]
+         for _ in range(rng.choice([1, 1, 1, 2, 5, 16]))],
+        rng.choice([1, 5, 20, 50]), exclude_history=rng.random() < 0.7) for _ in range(3000)]
+    engine = RecallEngine(tower, OverlapStore(), queue_wait=30, passes_in_flight=2)
+    answers: dict[int, object] = {}
+
+    def client(start):
+        for i in range(start, len(queries), 8):
+            answers[i] = engine._submit(queries[i])[1].result(30)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.close()
+    assert searching["most"] == 2 and tower.most_forwards_at_once == 1
+    assert engine._recall_batcher.passes < len(queries)  # batched, not one by one
+    for i, query in enumerate(queries):
+        assert answers[i] == recall_many(tower, exact, [query])[0], i
+
+
+def test_a_pass_hands_the_turn_on_after_its_model_stage_and_at_most_workers_run():
+    """Workers 2: the second pass forms its batch once the first has called release_turn (its
+    forward done); a third waits until one of the two ends."""
+    from service.batcher import release_turn
+
+    batches, held = [], threading.Semaphore(0)
+    release = threading.Event()
+
+    def answer(queries):
+        batches.append(list(queries))
+        release_turn()
+        held.release()
+        assert release.wait(10)
+        return queries
+
+    batcher = MicroBatcher(answer, max_batch=8, workers=2)
+    first = batcher.submit("a")
+    assert held.acquire(timeout=10)
+    second = batcher.submit("b")
+    assert held.acquire(timeout=10)  # taken while "a" is still held: passes overlap
+    third = [batcher.submit(q) for q in "cd"]
+    assert not held.acquire(timeout=0.2)  # both workers busy: "c" and "d" wait
+    release.set()
+    assert [f.result(10) for f in [first, second, *third]] == list("abcd")
+    assert batches[:2] == [["a"], ["b"]] and batches[2] == ["c", "d"]
+    batcher.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fairness_and_overload_rules_hold_with_passes_in_flight(workers):
+    """Full-size and one-user clients as in the test above, each pass releasing the turn after
+    a model stage: small ones >= 95% answered with p95 <= 1 s; a query queued past max_wait
+    while every worker is stuck gets QueueTimeout; the queue bound refuses at once."""
+    import time
+
+    from service.batcher import QueueFull, QueueTimeout, release_turn
+
+    def answer(queries):
+        users = sum(1 if q == "s" else 256 for q in queries)
+        time.sleep(0.001 + 0.0001 * users)  # the forward
+        release_turn()
+        time.sleep(0.004 + 0.0003 * users)  # the search and merge
+        return queries
+
+    batcher = MicroBatcher(answer, max_batch=256, size_of=lambda q: 1 if q == "s" else 256,
+                           max_queued=1024, max_wait=2.0, workers=workers)
+    stop = time.monotonic() + 3
+    small: list[float | None] = []
+
+    def client(kind):
+        while time.monotonic() < stop:
+            t0 = time.monotonic()
+            try:
+                batcher.submit(kind).result(10)
+                took = time.monotonic() - t0
+            except QueueFull:
+                took = None
+                time.sleep(0.01 if kind == "s" else 0)
+            if kind == "s":
+                small.append(took)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in ["b"] * 8 + ["s"] * 20]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    answered = sorted(x for x in small if x is not None)
+    assert len(answered) >= 0.95 * len(small), f"{len(answered)} of {len(small)} answered"
+    assert answered[int(0.95 * (len(answered) - 1))] <= 1.0
+
+    gate = threading.Event()
+
+    def stuck(queries):
+        release_turn()
+        assert gate.wait(10)
+        return queries
+
+    batcher = MicroBatcher(stuck, max_batch=8, size_of=lambda q: q, max_queued=5,
+                           max_wait=0.2, workers=workers)
+    running = []
+    for n in range(1, workers + 1):  # one pass each: every worker stuck
+        running.append(batcher.submit(1))
+        deadline = time.monotonic() + 10
+        while len(batcher._running) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+    waiting = batcher.submit(4)
+    with pytest.raises(QueueFull, match="4 users are already waiting"):
+        batcher.submit(2)
+    time.sleep(0.3)
+    gate.set()
+    assert [f.result(10) for f in running] == [1] * workers
+    with pytest.raises(QueueTimeout, match="in the queue"):
+        waiting.result(10)
+    batcher.close()

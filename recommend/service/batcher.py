@@ -15,6 +15,11 @@ cannot fill it; a query is not answered after waiting ``max_wait`` seconds
 every compatible query that fits, passing over those that do not; and a pass led by a
 query that fills it alone is followed by one led by the oldest smaller query, so small
 requests never queue behind a stream of maximum-size ones.
+
+Passes may overlap (``workers`` > 1): a pass holds the turn to form the next batch only
+until its exclusive stage ends (the model's forward: the answer calls ``release_turn``), so
+while one pass waits for Milvus the next one forms its batch and runs the model; at most
+``workers`` passes are in flight. With one worker a pass ends before the next begins.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from typing import Generic, TypeVar
 from service.domain import ServiceOverloaded
 
 log = logging.getLogger("recall.batcher")
+
+# The running pass's way to hand the turn on (release_turn), per worker thread.
+_pass = threading.local()
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -48,6 +56,15 @@ class QueueFull(ServiceOverloaded):
 
 class QueueTimeout(ServiceOverloaded):
     """The query waited longer than ``max_wait`` seconds before a pass could take it."""
+
+
+def release_turn() -> None:
+    """Called by an answer once its exclusive stage is done: the next pass may form its batch.
+    A no-op outside a pass, or when already called."""
+    release = getattr(_pass, "release", None)
+    if release is not None:
+        _pass.release = None
+        release()
 
 
 def depths_compatible(a: int, b: int) -> bool:
@@ -93,9 +110,12 @@ class MicroBatcher(Generic[Q, R]):
         max_queued: int | None = None,
         max_wait: float | None = None,
         on_pass: Callable[[Sequence[Ticket], float], None] | None = None,
+        workers: int = 1,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self._answer_batch = answer_batch
         self._max_batch = max_batch
         self._size_of, self._depth_of = size_of, depth_of
@@ -112,13 +132,21 @@ class MicroBatcher(Generic[Q, R]):
         # only up to max_queued - reserved.
         self.small_weight = max(1, max_batch // 4)
         self.reserved = 0 if max_queued is None else max_queued // 4
-        self.pass_started: float | None = None  # monotonic start of the pass running now
+        self._running: dict[int, float] = {}  # worker thread -> monotonic start of its pass
         self.passes = 0  # batches answered, and the queries in them: queries/passes = mean batch
         self.queries = 0
-        # One worker: a second one measured no faster (Milvus Lite serialises searches),
-        # and one thread keeps batches as large as the load allows.
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        # Who forms the next batch: held from forming one until the pass's exclusive stage ends.
+        self._turn = threading.Semaphore(1)
+        self._threads = [threading.Thread(target=self._run, name=name, daemon=True)
+                         for _ in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def pass_started(self) -> float | None:
+        """When the oldest pass running now started (monotonic), None when none runs."""
+        with self._cond:
+            return min(self._running.values(), default=None)
 
     def submit(self, query: Q) -> Ticket:
         ticket = Ticket(query, self._size_of(query), self._depth_of(query))
@@ -151,9 +179,11 @@ class MicroBatcher(Generic[Q, R]):
         with self._cond:
             self._closed = True
             self._cond.notify()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self.passes:
-            log.info("%s: %d queries in %d passes (%.1f per pass)", self._thread.name,
+            log.info("%s: %d queries in %d passes (%.1f per pass)", self.name,
                      self.queries, self.passes, self.queries / self.passes)
 
     def _expire(self, now: float) -> None:
@@ -205,19 +235,32 @@ class MicroBatcher(Generic[Q, R]):
             return batch
 
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            live = [t for t in batch if t.set_running_or_notify_cancel()]
-            if live:
-                now = time.monotonic()
-                for t in live:
-                    t.started_at = now
-                self.pass_started = now
+        me = threading.get_ident()
+        while True:
+            self._turn.acquire()
+            batch = self._next_batch()
+            live = [t for t in batch or () if t.set_running_or_notify_cancel()]
+            if not live:
+                self._turn.release()
+                if batch is None:
+                    return
+                continue
+            now = time.monotonic()
+            for t in live:
+                t.started_at = now
+            with self._cond:
+                self._running[me] = now
                 self.passes += 1
                 self.queries += len(live)
+            _pass.release = self._turn.release
+            try:
                 self._answer(live)
-                self.pass_started = None
-                if self._on_pass is not None:
-                    self._on_pass(live, time.monotonic() - now)
+            finally:
+                release_turn()  # the answer did not, or failed before it could
+                with self._cond:
+                    del self._running[me]
+            if self._on_pass is not None:
+                self._on_pass(live, time.monotonic() - now)
 
     def _answer(self, batch: list[Ticket]) -> None:
         try:

@@ -2,8 +2,9 @@
 
 Written for concurrent callers: recall requests are queued and answered together,
 one model pass and one Milvus search per batch (service.batcher); the model runs
-one batch at a time (paddle's eager mode is not documented as thread-safe); one
-writer at a time changes the collection.
+one batch at a time (paddle's eager mode is not documented as thread-safe), but up to
+PASSES_IN_FLIGHT passes of a lane overlap: while one waits for Milvus, the next runs the
+model and the one before merges; one writer at a time changes the collection.
 
 Two lanes, each a batcher with its own worker and queue: heavy queries (users x search depth
 over HEAVY_COST, such as 256 users x 1000 clicks with top_k 1000, a pass of ~1 s) have one to
@@ -32,7 +33,7 @@ from config import MILVUS_MAX_NQ, Settings, SettingsError
 from itemstore import CollectionMissing, ItemStore, MilvusUnavailable, ModelMismatch
 from mind.retrieval import RecallQuery, Recalled, recall_many
 from mind.user_tower import UserTower
-from service.batcher import MicroBatcher, Ticket
+from service.batcher import MicroBatcher, Ticket, release_turn
 from service.catalogue import Catalogue
 from service.domain import InsertRunning, ServiceOverloaded
 
@@ -88,7 +89,9 @@ class _SerialTower:
 
     def interests(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         with self._lock:
-            return self._tower.interests(histories)
+            vectors = self._tower.interests(histories)
+        release_turn()  # the model is free: the lane's next pass may start while this one searches
+        return vectors
 
     def known_items(self, history: Sequence[int]) -> np.ndarray:
         return self._tower.known_items(history)
@@ -102,7 +105,8 @@ class RecallEngine:
 
     def __init__(self, tower: UserTower, store: ItemStore, max_batch_users: int = 256,
                  max_queue_users: int | None = None, queue_wait: float = 2.0,
-                 on_pass: Callable[[Sequence[Ticket], float], None] | None = None):
+                 on_pass: Callable[[Sequence[Ticket], float], None] | None = None,
+                 passes_in_flight: int = 1):
         self.tower = tower
         self.catalogue = Catalogue(getattr(tower, "catalogue", None), tower.item_count)
         # The store connects on first use and redials after a failure, so the service
@@ -121,8 +125,10 @@ class RecallEngine:
         self.recall_deadline = store.timeout
         self.queue_wait = queue_wait
         self._milvus_failed_at = -float("inf")  # when a pass last failed for Milvus
-        self._searching_since: dict[str, float] = {}  # lane -> since when its search runs
-        self._slow_search_ended: dict[str, float] = {}  # lane -> when a search outlasting a turn ended
+        # worker thread -> (its lane, since when its search runs); lane -> when a search
+        # outlasting a share of a turn ended.
+        self._searching_since: dict[int, tuple[str, float]] = {}
+        self._slow_search_ended: dict[str, float] = {}
         # Concurrent recall requests share one model pass and one search, up to
         # max_batch_users users (MAX_BATCH_USERS keeps that within Milvus's nq limit), and
         # only with requests of a similar search depth (top_k + history to leave out); heavy
@@ -137,6 +143,7 @@ class RecallEngine:
             max_queued=max_queue_users,
             max_wait=queue_wait,
             on_pass=on_pass,
+            workers=passes_in_flight,
         ) for name, max_hits in (("recall-batcher", None),
                                  ("recall-batcher-heavy", HEAVY_HITS_PER_CALL)))
 
@@ -178,7 +185,8 @@ class RecallEngine:
         )
         return cls(tower, store, max_batch_users=settings.MAX_BATCH_USERS,
                    max_queue_users=settings.MAX_QUEUE_USERS,
-                   queue_wait=settings.QUEUE_WAIT_SECONDS, on_pass=on_pass)
+                   queue_wait=settings.QUEUE_WAIT_SECONDS, on_pass=on_pass,
+                   passes_in_flight=settings.PASSES_IN_FLIGHT)
 
     def insert_data(self) -> InsertResult:
         """Load every item embedding of the served model; the store swaps atomically."""
@@ -208,6 +216,8 @@ class RecallEngine:
         lane, ticket = self._submit(
             RecallQuery(histories, top_k, exclude_history, where, allowed, details))
         waiter = asyncio.wrap_future(ticket)
+        # Given up on (a 503 at the deadline), its answer may still come: read it, unlogged.
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
         while True:
             done, _ = await asyncio.wait({waiter}, timeout=self._keep_waiting(lane, ticket))
             if done:
@@ -263,12 +273,13 @@ class RecallEngine:
     def _timed_search(self, search: Callable) -> Callable:
         """``search`` that records since when each lane's Milvus search is under way."""
         def timed(vectors, k, **kwargs):
-            lane = threading.current_thread().name
-            self._searching_since[lane] = start = time.monotonic()
+            lane, me = threading.current_thread().name, threading.get_ident()
+            start = time.monotonic()
+            self._searching_since[me] = (lane, start)
             try:
                 return search(vectors, k, **kwargs)
             finally:
-                self._searching_since.pop(lane, None)
+                self._searching_since.pop(me, None)
                 if time.monotonic() - start >= self.queue_wait * SLOW_SEARCH_SHARE:
                     self._slow_search_ended[lane] = time.monotonic()
         return timed
@@ -277,7 +288,9 @@ class RecallEngine:
         """A queue wait that a failed or slow Milvus caused is Milvus's 503, not overload:
         Milvus failed a pass lately, or the lane's search outlasted a turn (under way, or it just
         ended: the batcher expires its queue only after such a pass, e.g. the first after a restart)."""
-        now, since = time.monotonic(), self._searching_since.get(lane.name)
+        now = time.monotonic()
+        since = min((t for name, t in list(self._searching_since.values()) if name == lane.name),
+                    default=None)
         slow = self.queue_wait * SLOW_SEARCH_SHARE
         if (now - self._milvus_failed_at < 2 * self.recall_deadline
                 or now - self._slow_search_ended.get(lane.name, -float("inf")) < self.queue_wait
