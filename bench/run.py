@@ -2,7 +2,7 @@
 
     python bench/run.py                      # full: the 367,983-item catalogue (~15 min)
     python bench/run.py --quick              # a 20,000-item catalogue, fewer repeats (< 3 min)
-    python bench/run.py --only train,eval    # some of train, eval, store, serve, flood
+    python bench/run.py --only train,eval    # some of train, distributed, eval, store, serve, flood
     python bench/run.py --only flood         # 20 maximum-size recalls beside 1-user ones and /healthz
     python bench/run.py --backends exact,lite   # leave the Milvus server out
     python bench/run.py --save-baseline      # also write bench/results/baseline.json
@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import RESULTS, WORK, log  # noqa: E402
 
-BENCHES = ("train", "eval", "store", "serve", "flood")
+BENCHES = ("train", "distributed", "eval", "store", "serve", "flood")
+# Parts that use no Milvus backend.
+NO_BACKEND = ("train", "distributed")
 ALL_BACKENDS = ("exact", "lite", "server")
 PACKAGES = ("paddlepaddle", "numpy", "pymilvus", "milvus-lite", "milvus", "fastapi", "uvicorn",
             "httpx", "faiss-cpu")
@@ -71,7 +73,7 @@ def run_part(name: str, profile: str, backends: list[str], server_uri: str | Non
     out.unlink(missing_ok=True)
     cmd = [sys.executable, str(common.BENCH / f"{name}_bench.py"), "--profile", profile,
            "--out", str(out)]
-    if name != "train":
+    if name not in NO_BACKEND:
         allowed = {"eval": ALL_BACKENDS}.get(name, ("lite", "server"))
         cmd += ["--backends", ",".join(b for b in backends if b in allowed)]
         if server_uri:
@@ -309,6 +311,15 @@ def markdown(res: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|---|",
               f"| {_f(tr['samples_per_s'])} | {_f(tr['limit_fwd_bwd_samples_per_s'])} | {tr['ratio_to_limit']:.2f} | "
               f"{ms['read']:.2f} | {ms['forward']:.1f} | {ms['backward']:.1f} | {ms['step']:.1f} | {tr['peak_rss_mb']:.0f} |"]
+    dp = res.get("distributed")
+    if dp and "error" not in dp:
+        n = next(k for k in dp if k.startswith("nproc_") and k != "nproc_1")
+        L += ["", "## Data-parallel training (`scripts/train.sh --nproc`)", "",
+              f"`{dp['config']}`, one epoch of {dp['batches']} steps from scratch, median of "
+              f"{len(dp['runs']['1'])} runs each, in turn; the ranks share this machine's cores.", "",
+              f"| 1 process samples/s | {n[6:]} ranks samples/s | ratio |", "|---|---|---|",
+              f"| {_f(dp['nproc_1']['samples_per_s'])} | {_f(dp[n]['samples_per_s'])} | "
+              f"{dp['ratio']:.2f} |"]
     ev = res.get("eval")
     if ev and "error" not in ev:
         L += ["", "## Evaluation (infer.py's path, top 50)", "",
