@@ -125,7 +125,9 @@ def run(profile: Profile, **_: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    common.cli(run, __doc__)
+    # --backends / --milvus-uri are accepted and ignored (no Milvus here), so run.py's run_part
+    # calls this part as it calls the others.
+    common.cli(run, __doc__, backends="")
 
 
 if __name__ == "__main__":
