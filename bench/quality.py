@@ -485,6 +485,13 @@ def combine(args) -> int:
     """One result from several files of the same grid run in parts (their MIND runs joined;
     the baselines, which do not train, from the first file, which must cover the same splits)."""
     parts = [json.loads(path.read_text()) for path in args.combine]
+    if args.split_seeds:  # only these splits of every file (e.g. the ones a cut-short grid ran)
+        keep = set(args.split_seeds)
+        for part in parts:
+            for res in part["datasets"].values():
+                res["split_seeds"] = [s for s in res["split_seeds"] if s in keep]
+                for runs in ("mind_runs", "baseline_runs"):
+                    res[runs] = [r for r in res[runs] if r["split_seed"] in keep]
     datasets: dict = {}
     for name in parts[0]["datasets"]:
         res = json.loads(json.dumps(parts[0]["datasets"][name]))
@@ -554,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="extractors to train, each from its dataset's config (default: both)")
     p.add_argument("--splits", type=int, default=5, help="split seeds 0..N-1 (data.sh --seed)")
     p.add_argument("--split-seeds", nargs="+", type=int, default=None,
-                   help="explicit split seeds (instead of --splits)")
+                   help="explicit split seeds (instead of --splits); with --combine: keep only "
+                        "these splits of every file")
     p.add_argument("--seeds", type=int, default=2, help="training seeds --first-seed..+N-1")
     p.add_argument("--first-seed", type=int, default=FIRST_TRAIN_SEED,
                    help="the first training seed (default %(default)s)")
