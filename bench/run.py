@@ -99,7 +99,7 @@ def _get(d: dict, path: str):
 
 
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every target of issues 4, 6 and 20 (and the flood's) that the results cover: figure vs threshold."""
+    """Every target of issues 4, 6, 20 and 22 (and the flood's) that the results cover: figure vs threshold."""
     rows: list[dict[str, Any]] = []
 
     def add(issue: str, what: str, value, op: str, limit: float, unit: str = "") -> None:
@@ -139,6 +139,14 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 _get(kp, f"{v}.vs_ids.median_ratio"), "<=", 1 + KEY_PATH_COST)
             add("20", f"{KEY_PATH_VARIANTS[v]} / ids, {kp.get('clients')}-client users/s ({b})",
                 _get(kp, f"{v}.vs_ids.throughput_ratio"), ">=", 1 / (1 + KEY_PATH_COST))
+    # Issue 22: overlapping passes and the peer (bench/peer/app.py), ratios within this run.
+    for b in ("lite", "server"):
+        thr, raw16 = _get(serve, f"{b}.load.16.users_per_s"), _get(serve, f"{b}.raw_search.batched_16.users_per_s")
+        if thr is not None and raw16:
+            add("22", f"16 clients / raw search by 16 users ({b})", thr / raw16, ">=", 2 / 3)
+        vs = _get(serve, f"{b}.peer.ours_over_peer") or {}
+        add("22", f"16 clients: ours / the peer's users/s ({b})", vs.get("throughput_ratio"), ">=", 3)
+        add("22", f"1 user median: ours / the peer's ({b})", vs.get("median_ratio"), "<=", 1)
     # Several workers on the server: each batches on its own, the server searches side by side.
     thr2, raw = _get(serve, "server.load_2_workers.16.users_per_s"), _get(serve, "server.raw_search.batched.users_per_s")
     if thr2 is not None and raw:
@@ -372,6 +380,18 @@ def markdown(res: dict[str, Any]) -> str:
             L += ["", f"Server, `uvicorn --workers 2`, 16 clients: {two['users_per_s']:.0f} users/s "
                   f"(median {two['median_ms']:.1f} ms, p99 {two['p99_ms']:.1f} ms); cores: "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in two["cpu_cores"].items())]
+        for b in ("lite", "server"):
+            ov, prof = _get(sv, f"{b}.overlap_over_serial"), _get(sv, f"{b}.profile.ms")
+            if ov:
+                c = str(ov["clients"])
+                one = _get(sv, f"{b}.serial")
+                L += ["", f"{b}, one pass at a time (`PASSES_IN_FLIGHT=1`, between the default's "
+                      f"two runs): 1 user median {one['latency']['1']['median_ms']:.1f} ms, {c} clients "
+                      f"{one['load'][c]['users_per_s']:.0f} users/s; the default over it: median "
+                      f"x{ov['median_ratio']:.2f}, throughput x{ov['throughput_ratio']:.2f}"]
+            if prof:
+                L += ["", f"{b}, a 1-user request (ms, from the service's /metrics): " + ", ".join(
+                    f"{k.replace('_', ' ')} {v:.2f}" for k, v in prof.items())]
         L += key_path_markdown(sv)
         L += peer_markdown(sv)
         L += ["", "Limit (in process, same vectors): " + "; ".join(

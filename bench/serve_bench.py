@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 import common
+import request_profile
 from common import Profile, log, summary_ms
 
 TOP_K = 50
@@ -64,14 +65,15 @@ class Service:
     loopback port."""
 
     def __init__(self, config: Path, milvus_uri: str, log_path: Path, workers: int = 1,
-                 app: str = "main:app", cwd: Path = common.SERVICE_DIR):
+                 app: str = "main:app", cwd: Path = common.SERVICE_DIR,
+                 env: dict[str, str] | None = None):
         from support import free_port  # tests/support.py
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MODEL_CONFIG_PATH": str(config), "MILVUS_URI": milvus_uri,
                "EPOCH_NUM": "0", "DEFAULT_COLLECTION": COLLECTION, "MILVUS_TIMEOUT": "120",
-               "MAX_BODY_BYTES": str(8 << 20)}
+               "MAX_BODY_BYTES": str(8 << 20), **(env or {})}
         env.pop("API_TOKEN", None)
         self.log_file = open(log_path, "w")
         self.proc = subprocess.Popen(
@@ -387,13 +389,22 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
                 f"x{kp[v]['vs_ids']['throughput_ratio']:.3f}"))
         log(f"serve {backend}: key path where {kp['where_filter']} admits {kp['where_share']:.1%} of "
             f"the items; checks {kp['checks']}")
+        out["profile"] = prof = request_profile.profile(svc.url, histories, TOP_K,
+                                                        n=dict(profile.lat_reps)[1])
+        log(f"serve {backend}: a 1-user request, ms: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in prof["ms"].items()))
     finally:
         svc.stop()
+    out["serial"] = serial(backend, cfg, uri, histories, profile)
     if backend == "server":
         out["load_2_workers"] = two_workers(cfg, uri, histories, profile)
     # After the service stops: Milvus Lite opens a .db file in one process at a time, and
     # this process keeps it once it has opened it (below), so the peer goes first.
     out["peer"] = bench_peer(backend, profile, cfg, uri, tower, histories, out, ours_answers)
+    out["overlap_over_serial"] = over = ours_over_peer(out, out["peer"]["ours_after"], out["serial"],
+                                                        max(profile.concurrency))
+    log(f"serve {backend}: PASSES_IN_FLIGHT default / 1: median x{over['median_ratio']:.2f}, "
+        f"throughput x{over['throughput_ratio']:.2f}")
     # Raw search of the same users' vectors against the service's own collection, with the
     # per-vector limit the service asks for (top_k + history length when excluding history).
     vectors = tower.interests(histories)
@@ -412,6 +423,24 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
         f"128, {raw['batched_16']['users_per_s']:.0f} by 16, "
         f"{raw['per_user']['users_per_s']:.0f} users/s one user per call; "
         f"service RSS {out['memory']['rss_mb']:.0f} MB (tree {out['memory']['tree_rss_mb']:.0f} MB)")
+    return out
+
+
+def serial(backend: str, cfg: Path, uri: str, histories: list[list[int]], profile: Profile
+           ) -> dict[str, Any]:
+    """Ours with one pass at a time (PASSES_IN_FLIGHT=1), between ours before and after the
+    peer (the default): what overlapping passes bring, on the same collection and users."""
+    svc = Service(cfg, uri, common.WORK / f"uvicorn_{backend}_serial.log",
+                  env={"PASSES_IN_FLIGHT": "1"})
+    try:
+        svc.wait_ready()
+        out = one_and_most(svc, histories, profile)
+    finally:
+        svc.stop()
+    c = str(max(profile.concurrency))
+    log(f"serve {backend}: PASSES_IN_FLIGHT=1: 1 user median "
+        f"{out['latency']['1']['median_ms']:.1f} ms; {c} clients "
+        f"{out['load'][c]['users_per_s']:.0f} users/s")
     return out
 
 

@@ -103,6 +103,13 @@ def test_serve_bench_tiny(bench):
     targets = {t["target"] for t in bench["run"].targets({"serve": out}) if t["issue"] == "20"}
     assert len(targets) == 6 and "keys / ids, 4-client users/s (lite)" in targets
     assert "| lite | keys |" in "\n".join(bench["run"].key_path_markdown(out))
+    # One pass at a time beside the default, and the request profile from /metrics.
+    assert lite["serial"]["load"]["4"]["errors"] == 0
+    assert set(lite["overlap_over_serial"]) >= {"median_ratio", "throughput_ratio"}
+    ms = lite["profile"]["ms"]
+    assert lite["profile"]["passes"] == lite["profile"]["requests"]  # sequential: a pass each
+    assert ms["milvus_search"] > 0 and ms["model_and_merge"] > 0
+    assert abs(sum(v for k, v in ms.items() if k != "total") - ms["total"]) < 1e-6
     assert "exact_numpy" in out["limit"]
     if "faiss_ivf" in out["limit"]:  # faiss-cpu comes with bench/requirements.txt
         ann = out["limit"]["faiss_ivf"]
