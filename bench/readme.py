@@ -132,21 +132,21 @@ def tower_lines(r: dict[str, Any]) -> list[str]:
     tw = r.get("tower")
     if not tw or "error" in tw:
         return []
-    passes = tw.get("passes") or {}
-    sizes = [n for n in ("1", "16", "128") if n in next(iter(passes.values()), {})]
-    if not passes or not sizes:
-        return []
-    lines = ["", "User tower, one pass (`bench/tower_bench.py`; median ms, and beside a busy "
-             "Python thread where measured):", "",
-             "| runtime | " + " | ".join(f"{n} users" for n in sizes) + " |",
-             "| --- |" + " --- |" * len(sizes)]
-    for name, by_size in passes.items():
-        cells = []
-        for n in sizes:
-            x = by_size.get(n) or {}
-            busy = get(x, "busy.median_ms")
-            cells.append(num(get(x, "median_ms"), 2) + (f" ({num(busy, 2)})" if busy else ""))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    passes, busy = tw["passes"], tw.get("passes_beside_busy_thread") or {}
+    sizes = [str(n) for n in tw["pass_users"]]
+    lines = ["", f"User tower, one pass (`bench/tower_bench.py`, median ms; in brackets beside a "
+             f"busy Python thread, as in the service); `TOWER_RUNTIME` default: the fastest on "
+             f"1-16 users, `{tw['fastest_1_16']}`:", "",
+             "| runtime | " + " | ".join(f"{n} users" for n in sizes) + " | max abs diff to dygraph |",
+             "| --- |" + " --- |" * (len(sizes) + 1)]
+    for name, first in passes[sizes[0]].items():
+        if "median_ms" not in first:
+            continue  # the ratios to dygraph
+        cells = [num(passes[n][name]["median_ms"], 2)
+                 + (f" ({num(get(busy, f'{n}.{name}.median_ms'), 2)})" if busy else "")
+                 for n in sizes]
+        diff = tw["max_abs_diff_vs_dygraph"].get(name)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'–' if diff is None else f'{diff:.1e}'} |")
     return lines
 
 

@@ -2,7 +2,7 @@
 
     python bench/run.py                      # full: the 367,983-item catalogue (~15 min)
     python bench/run.py --quick              # a 20,000-item catalogue, fewer repeats (< 3 min)
-    python bench/run.py --only train,eval    # some of train, distributed, eval, store, serve, flood
+    python bench/run.py --only train,eval    # some of train, distributed, tower, eval, store, serve, flood
     python bench/run.py --only flood         # 20 maximum-size recalls beside 1-user ones and /healthz
     python bench/run.py --backends exact,lite   # leave the Milvus server out
     python bench/run.py --save-baseline      # also write bench/results/baseline.json
@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import RESULTS, WORK, log  # noqa: E402
 
-BENCHES = ("train", "distributed", "eval", "store", "serve", "flood")
+BENCHES = ("train", "distributed", "tower", "eval", "store", "serve", "flood")
 # Parts that use no Milvus backend.
-NO_BACKEND = ("train", "distributed")
+NO_BACKEND = ("train", "distributed", "tower")
 ALL_BACKENDS = ("exact", "lite", "server")
 PACKAGES = ("paddlepaddle", "numpy", "pymilvus", "milvus-lite", "milvus", "fastapi", "uvicorn",
             "httpx", "faiss-cpu")
@@ -328,6 +328,22 @@ def markdown(res: dict[str, Any]) -> str:
               f"| 1 process samples/s | {n[6:]} ranks samples/s | ratio |", "|---|---|---|",
               f"| {_f(dp['nproc_1']['samples_per_s'])} | {_f(dp[n]['samples_per_s'])} | "
               f"{dp['ratio']:.2f} |"]
+    tw = res.get("tower")
+    if tw and "error" not in tw:
+        L += ["", "## User tower: Paddle Inference against dygraph (`bench/tower_bench.py`)", "",
+              f"{tw['what']}; {tw['item_count']:,} items; fastest on 1-16 users: "
+              f"`{tw['fastest_1_16']}`; in brackets: beside a busy Python thread.", "",
+              "| runtime | " + " | ".join(f"{n} users" for n in tw["pass_users"])
+              + " | max abs diff to dygraph |", "|---|" + "---|" * (len(tw["pass_users"]) + 1)]
+        for name, first in tw["passes"][str(tw["pass_users"][0])].items():
+            if "median_ms" not in first:
+                continue  # the ratios to dygraph
+            cells = [f"{tw['passes'][str(n)][name]['median_ms']:.2f} "
+                     f"({_get(tw, f'passes_beside_busy_thread.{n}.{name}.median_ms') or 0:.2f})"
+                     for n in tw["pass_users"]]
+            diff = tw["max_abs_diff_vs_dygraph"].get(name)
+            L.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {'–' if diff is None else f'{diff:.1e}'} |")
     ev = res.get("eval")
     if ev and "error" not in ev:
         L += ["", "## Evaluation (infer.py's path, top 50)", "",
