@@ -296,3 +296,15 @@ def test_quality_reduced_grid(tmp_path, monkeypatch):
     assert len(table["MIND K=2 (score merge)"]["runs"]) == 4  # 2 splits x 2 seeds
     assert len(table["MostPopular (last 20)"]["runs"]) == 2  # baselines: one run per split
     assert "Part: `python bench/quality.py" in (both / "quality.md").read_text()
+
+
+def test_the_readme_speed_block_is_the_committed_latest_json():
+    """Every speed figure in the README's generated block comes from bench/results/latest.json."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "readme.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, ("README.md's speed block differs from bench/results/latest.json: "
+                                  f"run python bench/readme.py\n{done.stderr}")
