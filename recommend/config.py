@@ -87,8 +87,9 @@ class Settings(BaseSettings):
         False, description="At start-up, load this model's items when the collection is empty "
         "or holds another model's (one replica should do it, not all)"
     )
-    # inference is the default: as fast alone, and beside a busy thread 0.7 ms a 1-user pass
-    # against dygraph's 8.2 (it does not hold the GIL through the pass): bench/tower_bench.py.
+    # inference is the default: as fast alone, and beside a busy thread 0.4-0.7 ms a 1-user pass
+    # against dygraph's 7-8 (dygraph gives the GIL up at each op and waits to get it back; the
+    # predictor's pass is one C++ call): bench/tower_bench.py.
     TOWER_RUNTIME: Literal["dygraph", "inference"] = Field(
         "inference", description="What runs the user tower: the checkpoint's Paddle layer "
         "(dygraph), or its static export on Paddle Inference (inference; exported on first start "
