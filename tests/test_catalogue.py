@@ -311,3 +311,35 @@ def test_a_big_body_of_keys_is_read_off_the_event_loop_and_answered_as_a_small_o
     small = [keyed.post("/rec/recall", json={"top_k": 10, "hist_item": [h]}).json()[0]
              for h in hist]
     assert big.json() == small
+
+
+# ------------------------------------------------------------------ the controllable merge
+def test_diversity_spreads_the_answer_over_more_genres_through_the_api(keyed, keyed_model):
+    """`diversity` (ComiRec's lambda) reaches the merge: 0 is the score merge (the same answer
+    as without it); a large lambda answers as many items over at least as many genres, and
+    differs for some user."""
+    genre_of = {k: set(g) for k, g in zip(_map(keyed_model).keys.tolist(),
+                                          _map(keyed_model).columns["genre"].tolist())}
+    hist = [["SKU-0003", "SKU-0017", "SKU-0101", "SKU-0250"], ["SKU-0042", "SKU-0043"],
+            ["SKU-0007", "SKU-0120", "SKU-0333"]]
+
+    def recall(**extra):
+        r = keyed.post("/rec/recall", json={"top_k": 20, "hist_item": hist, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    plain = recall()
+    assert recall(diversity=0) == plain
+    spread = recall(diversity=5.0)
+    assert spread != plain
+    for a, b, h in zip(plain, spread, hist, strict=True):
+        assert len(b) == len(a) == 20 and len(set(b)) == 20 and not set(b) & set(h)
+        assert len(set().union(*(genre_of[k] for k in b))) >= \
+            len(set().union(*(genre_of[k] for k in a)))
+    r = keyed.post("/rec/recall", json={"top_k": 5, "hist_item": hist, "diversity": -1})
+    assert r.status_code == 422 and "diversity" in r.text
+
+
+def test_diversity_without_categories_is_a_clear_client_error():
+    with pytest.raises(BadQuery, match="no category or genre column"):
+        Catalogue(None, 10).categories()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from itemstore.fields import ScalarField, compile_where
-from mind.retrieval import Recalled
+from mind.retrieval import Recalled, item_categories
 from recdata.itemmap import ItemMap
 from service.domain import BadQuery
 
@@ -31,6 +31,22 @@ class Catalogue:
         self.fields: dict[str, bool] = {} if item_map is None else {
             name: name in item_map.list_columns for name in item_map.columns}
         self._postings: dict[str, dict[str, np.ndarray]] = {}  # field -> value -> ids
+        self._categories: dict[str, np.ndarray] = {}  # column ("" = the first there is) -> table
+
+    def categories(self, column: str = "") -> np.ndarray:
+        """bool [item_count, C]: each item's categories, for the controllable merge (built once);
+        BadQuery when the catalogue has no such column."""
+        got = self._categories.get(column)
+        if got is None:
+            got = item_categories(self.item_map, self.item_count, column or None)
+            if got is None:
+                raise BadQuery(
+                    "diversity: the controllable merge needs the items' categories, and "
+                    + (f"this model's catalogue has no column {column!r}" if column and
+                       self.item_map is not None else "this model's catalogue has no category "
+                       "or genre column") + "; leave diversity out (or 0)")
+            self._categories[column] = got
+        return got
 
     @property
     def has_keys(self) -> bool:

@@ -106,9 +106,14 @@ class RecallEngine:
     def __init__(self, tower: UserTower, store: ItemStore, max_batch_users: int = 256,
                  max_queue_users: int | None = None, queue_wait: float = 2.0,
                  on_pass: Callable[[Sequence[Ticket], float], None] | None = None,
-                 passes_in_flight: int = 1):
+                 passes_in_flight: int = 1, diversity: float = 0.0, category_column: str = ""):
         self.tower = tower
         self.catalogue = Catalogue(getattr(tower, "catalogue", None), tower.item_count)
+        # The controllable merge's lambda when a request names none, and its category column
+        # (the model config's runner.merge_lambda and merge_category).
+        self.diversity, self.category_column = diversity, category_column
+        if diversity:
+            self.catalogue.categories(category_column)  # a catalogue without any fails the start
         # The store connects on first use and redials after a failure, so the service
         # starts while Milvus is down and picks it up once it answers.
         self.store = store
@@ -155,6 +160,7 @@ class RecallEngine:
         Raises if the model is missing, corrupt or of another VECTOR_DIMENSION.
         """
         tower = UserTower.load(settings.MODEL_CONFIG_PATH, settings.EPOCH_NUM)
+        runner = tower.config.runner
         if settings.TOWER_RUNTIME == "inference":
             # Only the forward pass moves to Paddle Inference: items, popularity and identity
             # stay the checkpoint's, so collections built by either runtime serve both.
@@ -186,7 +192,8 @@ class RecallEngine:
         return cls(tower, store, max_batch_users=settings.MAX_BATCH_USERS,
                    max_queue_users=settings.MAX_QUEUE_USERS,
                    queue_wait=settings.QUEUE_WAIT_SECONDS, on_pass=on_pass,
-                   passes_in_flight=settings.PASSES_IN_FLIGHT)
+                   passes_in_flight=settings.PASSES_IN_FLIGHT,
+                   diversity=runner.merge_lambda, category_column=runner.merge_category)
 
     def insert_data(self) -> InsertResult:
         """Load every item embedding of the served model; the store swaps atomically."""
@@ -209,12 +216,17 @@ class RecallEngine:
     async def recall_async(
         self, histories: Sequence[Sequence[int]], top_k: int, exclude_history: bool = True,
         where: str = "", allowed: np.ndarray | None = None, details: bool = False,
+        diversity: float | None = None,
     ) -> list[list[int]] | list[Recalled]:
-        """``recall`` for the event loop: awaits the batcher without holding a thread.
-        where/allowed: a filter and the items it admits (Catalogue.where); details: answer a
-        ``Recalled`` (ids, scores, interests) per user."""
-        lane, ticket = self._submit(
-            RecallQuery(histories, top_k, exclude_history, where, allowed, details))
+        """Up to top_k items per user, best first (mind.retrieval.recall_many), awaiting the
+        batcher without holding a thread. where/allowed: a filter and the items it admits
+        (Catalogue.where); details: answer a ``Recalled`` (ids, scores, interests) per user;
+        diversity: the controllable merge's lambda (None: the engine's default)."""
+        diversity = self.diversity if diversity is None else diversity
+        if diversity:
+            self.catalogue.categories(self.category_column)  # BadQuery before queueing
+        lane, ticket = self._submit(RecallQuery(histories, top_k, exclude_history, where,
+                                                allowed, details, diversity))
         waiter = asyncio.wrap_future(ticket)
         # Given up on (a 503 at the deadline), its answer may still come: read it, unlogged.
         waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -312,8 +324,10 @@ class RecallEngine:
                 if max_hits is not None:
                     search = chunked_search(search, max_hits)
                 got: list[int] = []
+                categories = (self.catalogue.categories(self.category_column)
+                              if any(queries[i].diversity for i in members) else None)
                 part = recall_many(self._serial_tower, search, [queries[i] for i in members],
-                                   unknown=got)
+                                   unknown=got, categories=categories)
                 for i, answer, n in zip(members, part, got, strict=True):
                     answers[i] = answer
                     unknown[i] = n

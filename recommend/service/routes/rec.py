@@ -96,7 +96,8 @@ def build_router(settings: Settings) -> APIRouter:
         expr, allowed = catalogue.where(body.where)
         items = body.return_ == "items"
         rows = await engine.recall_async(histories, body.top_k, body.exclude_history,
-                                         where=expr, allowed=allowed, details=items)
+                                         where=expr, allowed=allowed, details=items,
+                                         diversity=body.diversity)
         # Plain lists need no pydantic encoding pass.
         return Response(orjson.dumps(catalogue.answer(rows, keys, items)),
                         media_type="application/json")
