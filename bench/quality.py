@@ -497,7 +497,14 @@ def combine(args) -> int:
         res = json.loads(json.dumps(parts[0]["datasets"][name]))
         for part in parts[1:]:
             other = part["datasets"].get(name)
-            if other is None or other["split_seeds"] != res["split_seeds"]:
+            if other is not None and args.split_seeds:
+                # Parts run on different splits: each split's baselines from the first file
+                # that has them.
+                have = {r["split_seed"] for r in res["baseline_runs"]}
+                res["baseline_runs"] += [r for r in other["baseline_runs"]
+                                         if r["split_seed"] not in have]
+                res["split_seeds"] = sorted({r["split_seed"] for r in res["baseline_runs"]})
+            elif other is None or other["split_seeds"] != res["split_seeds"]:
                 raise SystemExit(f"--combine: {name} is not on split seeds {res['split_seeds']} "
                                  "in every file")
             res["mind_runs"] += other["mind_runs"]
@@ -562,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", type=int, default=5, help="split seeds 0..N-1 (data.sh --seed)")
     p.add_argument("--split-seeds", nargs="+", type=int, default=None,
                    help="explicit split seeds (instead of --splits); with --combine: keep only "
-                        "these splits of every file")
+                        "these splits of every file (the files may then cover different splits)")
     p.add_argument("--seeds", type=int, default=2, help="training seeds --first-seed..+N-1")
     p.add_argument("--first-seed", type=int, default=FIRST_TRAIN_SEED,
                    help="the first training seed (default %(default)s)")
