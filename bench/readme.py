@@ -135,8 +135,8 @@ def tower_lines(r: dict[str, Any]) -> list[str]:
     passes, busy = tw["passes"], tw.get("passes_beside_busy_thread") or {}
     sizes = [str(n) for n in tw["pass_users"]]
     lines = ["", f"User tower, one pass (`bench/tower_bench.py`, median ms; in brackets beside a "
-             f"busy Python thread, as in the service); `TOWER_RUNTIME` default: the fastest on "
-             f"1-16 users, `{tw['fastest_1_16']}`:", "",
+             f"busy Python thread, as in the service); fastest on 1-16 users in this run: "
+             f"`{tw['fastest_1_16']}` (`TOWER_RUNTIME=inference` runs the first row below it):", "",
              "| runtime | " + " | ".join(f"{n} users" for n in sizes) + " | max abs diff to dygraph |",
              "| --- |" + " --- |" * (len(sizes) + 1)]
     for name, first in passes[sizes[0]].items():
