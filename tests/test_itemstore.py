@@ -7,10 +7,12 @@ works on its own collection name so they do not see each other's data.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -515,3 +517,25 @@ def test_the_fast_search_path_is_the_one_in_use() -> None:
     assert fast_search.FAST_PATH, (
         "pymilvus internals used by itemstore/fast_search.py moved: update that module for "
         "this pymilvus, or pin the version in requirements.txt")
+
+
+def test_a_lite_child_that_dies_after_a_failed_call_is_still_replaced(lite_store: ItemStore) -> None:
+    """The child's death may be seen only after a failed call has already dropped the client
+    (SIGKILL is asynchronous): the next call must still start a new child (CI saw 503 for 60 s)."""
+    from milvus_lite.server_manager import server_manager_instance as manager
+
+    ids, vecs = catalogue(50, seed=11)
+    lite_store.replace_items(ids, vecs, index_type="FLAT")
+    child = manager._servers[str(Path(lite_store.uri).resolve())]._p
+    lite_store.conn.reset()  # as a call that failed before the death was visible does
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=10)
+    child.returncode = None  # unseen by anyone yet, as when the call raced the signal
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            assert lite_store.count() == 50
+            break
+        except MilvusUnavailable:
+            assert time.monotonic() < deadline, "the dead Lite child was never replaced"
+            time.sleep(0.5)

@@ -82,8 +82,10 @@ class Connection:
 
     def client(self) -> MilvusClient:
         with self._lock:
-            if self._client is not None and self.backend == "lite" \
-                    and replace_dead_lite_child(self.uri):
+            # Checked even without a client: a call that failed before the death was visible
+            # has dropped it already, and a new client would dial the dead child's socket.
+            if self.backend == "lite" and replace_dead_lite_child(self.uri) \
+                    and self._client is not None:
                 self._close(self._client)
                 self._client = None
             if self._client is None:
