@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     TOWER_RUNTIME: Literal["dygraph", "inference"] = Field(
         "inference", description="What runs the user tower: the checkpoint's Paddle layer "
         "(dygraph), or its static export on Paddle Inference (inference; exported on first start "
-        "into {checkpoint root}/inference/, remade when the model changes)"
+        "into {checkpoint root}/inference/, remade when the model changes; the 3 newest kept)"
     )
 
     # --- HTTP ---------------------------------------------------------------------

@@ -286,3 +286,34 @@ def test_service_on_paddle_inference_answers_as_dygraph(tiny_model, tmp_path):
     assert any(len(row) == 100 for rows_ in dygraph for row in rows_)
     assert [p.name.split("-")[0] for p in (tmp_path / "m" / "model" / "inference").iterdir()] == ["0"]
     assert "user tower on Paddle Inference" in (tmp_path / "inference.log").read_text()
+
+
+def test_the_cache_keeps_the_newest_exports_and_drops_crashed_temporaries(models, tmp_path):
+    """Each retrained model adds an export (~the weights' size): the cache keeps the 3 newest,
+    the one just made among them, and clears the temporary folder of a crashed export."""
+    import os
+    import time
+
+    from mind.export import KEEP_EXPORTS, STALE_TEMP_SECONDS
+
+    root = tmp_path / "model"
+    shutil.copytree(load_config(models["routing"]).runner.model_save_path, root,
+                    ignore=shutil.ignore_patterns("inference"))
+    cache = root / "inference"
+    cache.mkdir()
+    old = []
+    for age in range(4):  # earlier models' exports, the newest first
+        folder = cache / f"0-older{age}"
+        folder.mkdir()
+        (folder / META_FILE).write_text("{}")
+        stamp = time.time() - 100 * (age + 1)
+        os.utime(folder / META_FILE, (stamp, stamp))
+        old.append(folder)
+    crashed, fresh_tmp = cache / ".0-x.tmp-1-dead", cache / ".0-y.tmp-2-live"
+    crashed.mkdir(), fresh_tmp.mkdir()
+    os.utime(crashed, (time.time() - STALE_TEMP_SECONDS - 5,) * 2)
+    made = cached_export(UserTower(load_config(models["routing"],
+                                               [f"runner.infer_load_path={root}"]), 0))
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [made.name, fresh_tmp.name] + [p.name for p in old[:KEEP_EXPORTS - 1]])
+    assert (made / META_FILE).is_file()

@@ -38,6 +38,10 @@ INPUT_NAME = "hist"
 # Where the service keeps its own export of a served epoch: beside the checkpoints, outside the
 # numbered folders (clear_run refuses folders holding files the trainer did not write).
 CACHE_DIR = "inference"
+# Exports the cache keeps (~the weights' size each): the current one and the newest others, for
+# replicas still on the previous model during a roll-out. Older ones go when a new one is made.
+KEEP_EXPORTS = 3
+STALE_TEMP_SECONDS = 3600  # a temporary folder this old belongs to an export that crashed
 
 
 class ExportError(RuntimeError):
@@ -160,4 +164,27 @@ def cached_export(tower: UserTower) -> Path:
     out = checkpoint_root(tower.config) / CACHE_DIR / f"{tower.epoch}-{digest}"
     if (out / META_FILE).is_file():
         return out
-    return _publish(tower, out, replace=False)
+    _publish(tower, out, replace=False)
+    prune_exports(out.parent, keep=out)
+    return out
+
+
+def prune_exports(cache: Path, keep: Path, count: int = KEEP_EXPORTS) -> list[Path]:
+    """Delete all but the ``count`` newest exports under ``cache`` (``keep`` always stays) and
+    temporary folders of crashed exports; the removed paths. A process already serving a
+    removed export is unaffected: its predictor holds the program and weights."""
+    def made(p: Path) -> float:
+        try:
+            return (p / META_FILE).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    exports = sorted((p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and p != keep and (p / META_FILE).is_file()), key=made, reverse=True)
+    now = time.time()
+    stale = [p for p in cache.iterdir() if p.name.startswith(".") and p.is_dir()
+             and now - p.stat().st_mtime > STALE_TEMP_SECONDS]
+    removed = exports[count - 1:] + stale
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
