@@ -30,14 +30,13 @@ from typing import Any
 
 import httpx
 
+from config import Settings
+
 REPO = Path(__file__).resolve().parents[1]
 SERVICE_DIR = REPO / "recommend"
-# Settings a caller's shell may carry that must not leak into a service under test.
-_SERVICE_VARS = ("API_TOKEN", "MILVUS_URI", "MILVUS_HOST", "MILVUS_PORT", "MILVUS_TOKEN",
-                 "EPOCH_NUM", "AUTO_INSERT", "DEFAULT_COLLECTION", "MAX_BATCH_USERS", "MAX_HISTORY_LEN",
-                 "MAX_TOP_K", "MAX_BODY_BYTES", "MILVUS_TIMEOUT", "HOST", "PORT", "UVICORN_HOST",
-                 "MAX_QUEUE_USERS", "QUEUE_WAIT_SECONDS", "MAX_HEADER_BYTES", "HEADER_TIMEOUT",
-                 "BODY_TIMEOUT", "MAX_CONNECTIONS", "PROMETHEUS_MULTIPROC_DIR")
+# Settings a caller's shell may carry that must not leak into a service under test: every
+# setting the service reads (from its own model, so a new one cannot be missed) and uvicorn's.
+_SERVICE_VARS = (*Settings.model_fields, "UVICORN_HOST", "PROMETHEUS_MULTIPROC_DIR")
 
 
 def free_port() -> int:
