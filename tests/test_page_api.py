@@ -135,6 +135,8 @@ def test_items_on_the_synthetic_catalogue_searches_its_category_names(synthetic)
     ({"q": "a", "limit": "101"}, "query.limit: must be <= 100, got 101"),
     ({"q": "a", "limit": "ten"}, "query.limit: must be an integer, got string"),
     ({"q": "a", "top_k": "3"}, "query.top_k: is not a known parameter (q, limit)"),
+    ([("q", "a"), ("q", "b")], "query.q: is given more than once; give it once"),
+    ([("q", "a"), ("limit", "3"), ("limit", "4")], "query.limit: is given more than once"),
 ])
 def test_items_refuses_bad_queries_with_a_message(keyed, params, message):
     r = keyed.get("/rec/items", params=params)

@@ -109,6 +109,9 @@ def build_router(settings: Settings) -> APIRouter:
         unknown = sorted(set(request.query_params) - ITEMS_PARAMS)
         if unknown:
             raise BadQuery("is not a known parameter (q, limit)", loc=f"query.{unknown[0]}")
+        repeated = sorted(p for p in ITEMS_PARAMS if len(request.query_params.getlist(p)) > 1)
+        if repeated:  # FastAPI would take the last one silently
+            raise BadQuery("is given more than once; give it once", loc=f"query.{repeated[0]}")
         if not q.strip():
             raise BadQuery("must not be blank", loc="query.q")
         found: list[dict[str, Any]] = search_of(engine.catalogue).search(q, limit)
