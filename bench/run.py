@@ -408,6 +408,14 @@ def markdown(res: dict[str, Any]) -> str:
             if prof:
                 L += ["", f"{b}, a 1-user request (ms, from the service's /metrics): " + ", ".join(
                     f"{k.replace('_', ' ')} {v:.2f}" for k, v in prof.items())]
+            pl = _get(sv, f"{b}.passes_under_load")
+            if pl:
+                L += ["", f"{b}, passes under {pl['load']['clients']} clients (from /metrics; "
+                      f"{pl['load']['users_per_s']:.0f} users/s): {pl['passes_per_s']:.0f} a "
+                      f"second of {pl['users_per_pass']:.1f} users, {pl['pass_ms']:.1f} ms each of "
+                      f"which search {pl['search_ms_per_pass']:.1f} ms; Milvus searching "
+                      f"{pl['milvus_busy']:.2f} s a second; a request waited "
+                      f"{pl['queue_wait_ms']:.1f} ms for its pass"]
         L += key_path_markdown(sv)
         L += peer_markdown(sv)
         L += ["", "Limit (in process, same vectors): " + "; ".join(

@@ -18,6 +18,8 @@ time POST /rec/insert_data of the whole catalogue, then
   * the limit: the same searches in process with exact numpy, and with faiss IVF on the item
     store's augmented vectors at the fastest nprobe whose recall@50 against exact search of
     these vectors is >= 0.98 (its recall and the nprobe sweep are reported).
+  * a 1-user request's time by stage, and the passes under the most clients' load (users a
+    pass, its search and the rest, how busy Milvus was kept), from the service's /metrics;
   * the peer (issue 22): bench/peer/app.py, the service a user would write from the tutorial
     (one forward and one Milvus search per request, no batching), started with uvicorn after
     ours stops, on the collection ours built: its answers checked against ours for
@@ -393,6 +395,12 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
                                                         n=dict(profile.lat_reps)[1])
         log(f"serve {backend}: a 1-user request, ms: "
             + ", ".join(f"{k} {v:.2f}" for k, v in prof["ms"].items()))
+        out["passes_under_load"] = pl = request_profile.loaded(svc.url, lambda: load_test(
+            svc.url, histories, c, profile.load_seconds, profile.load_max_requests))
+        log(f"serve {backend}: {c} clients, passes: {pl['passes_per_s']:.0f}/s of "
+            f"{pl['users_per_pass']:.1f} users, {pl['pass_ms']:.1f} ms each, search "
+            f"{pl['search_ms_per_pass']:.1f} ms; Milvus busy {pl['milvus_busy']:.2f}; queue wait "
+            f"{pl['queue_wait_ms']:.1f} ms a request")
     finally:
         svc.stop()
     out["serial"] = serial(backend, cfg, uri, histories, profile)

@@ -110,6 +110,15 @@ def test_serve_bench_tiny(bench):
     assert lite["profile"]["passes"] == lite["profile"]["requests"]  # sequential: a pass each
     assert ms["milvus_search"] > 0 and ms["model_and_merge"] > 0
     assert abs(sum(v for k, v in ms.items() if k != "total") - ms["total"]) < 1e-6
+    loaded = lite["passes_under_load"]  # the passes of a load of several clients
+    assert loaded["load"]["errors"] == 0 and loaded["load"]["clients"] == 4
+    assert 1 <= loaded["users_per_pass"] <= 4 and loaded["passes_per_s"] > 0
+    assert 0 < loaded["search_ms_per_pass"] < loaded["pass_ms"] and loaded["milvus_busy"] > 0
+    run = bench["run"]
+    res = {"profile": "tiny", "command": "python bench/run.py", "machine": {
+        **run.machine(), "loadavg_end": [0.0] * 3}, "serve": out}
+    res["targets"] = run.targets(res)
+    assert "lite, passes under 4 clients (from /metrics;" in run.markdown(res)
     assert "exact_numpy" in out["limit"]
     if "faiss_ivf" in out["limit"]:  # faiss-cpu comes with bench/requirements.txt
         ann = out["limit"]["faiss_ivf"]
