@@ -85,6 +85,10 @@ def main_table(r: dict[str, Any]) -> list[str]:
          lambda b: pair(get(sv, f"{b}.peer.ours_over_peer.median_ratio"),
                         get(sv, f"{b}.peer.ours_over_peer.throughput_ratio"), digits=2),
          "≤ 1 / ≥ 3"),
+        ("16 clients, passes: users a pass / search ms a pass / Milvus searching (s a second)",
+         lambda b: " / ".join(num(get(sv, f"{b}.passes_under_load.{k}"), d) for k, d in (
+             ("users_per_pass", 1), ("search_ms_per_pass", 1), ("milvus_busy", 2)))
+         if get(sv, f"{b}.passes_under_load") else "–", ""),
         ("cores under 16 clients: service / Milvus / load generator",
          lambda b: cores(get(sv, f"{b}.load.16.cpu_cores")), ""),
         ("HTTP floor: `/healthz` under 16 clients (req/s)",
