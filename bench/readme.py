@@ -78,6 +78,8 @@ def main_table(r: dict[str, Any]) -> list[str]:
                              get(sv, f"{b}.raw_search.batched_16.users_per_s")), 2), "≥ 0.67"),
         ("16 clients, one pass at a time (`PASSES_IN_FLIGHT=1`): users/s",
          lambda b: num(get(sv, f"{b}.serial.load.16.users_per_s")), ""),
+        ("16 clients, passes unpaced (`PACE_PASSES=false`): users/s",
+         lambda b: num(get(sv, f"{b}.unpaced.load.16.users_per_s")), ""),
         ("the peer (`bench/peer/app.py`): 1 user median (ms) / 16 clients users/s",
          lambda b: pair(get(sv, f"{b}.peer.latency.1.median_ms"),
                         get(sv, f"{b}.peer.load.16.users_per_s")), ""),

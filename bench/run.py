@@ -405,6 +405,13 @@ def markdown(res: dict[str, Any]) -> str:
                       f"two runs): 1 user median {one['latency']['1']['median_ms']:.1f} ms, {c} clients "
                       f"{one['load'][c]['users_per_s']:.0f} users/s; the default over it: median "
                       f"x{ov['median_ratio']:.2f}, throughput x{ov['throughput_ratio']:.2f}"]
+            pa = _get(sv, f"{b}.paced_over_unpaced")
+            if pa:
+                c, un = str(pa["clients"]), _get(sv, f"{b}.unpaced")
+                L += ["", f"{b}, passes unpaced (`PACE_PASSES=false`, between the default's two "
+                      f"runs): 1 user median {un['latency']['1']['median_ms']:.1f} ms, {c} clients "
+                      f"{un['load'][c]['users_per_s']:.0f} users/s; the default over it: median "
+                      f"x{pa['median_ratio']:.2f}, throughput x{pa['throughput_ratio']:.2f}"]
             if prof:
                 L += ["", f"{b}, a 1-user request (ms, from the service's /metrics): " + ", ".join(
                     f"{k.replace('_', ' ')} {v:.2f}" for k, v in prof.items())]

@@ -403,16 +403,18 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
             f"{pl['queue_wait_ms']:.1f} ms a request")
     finally:
         svc.stop()
-    out["serial"] = serial(backend, cfg, uri, histories, profile)
+    for name in VARIANTS:
+        out[name] = variant(backend, name, cfg, uri, histories, profile)
     if backend == "server":
         out["load_2_workers"] = two_workers(cfg, uri, histories, profile)
     # After the service stops: Milvus Lite opens a .db file in one process at a time, and
     # this process keeps it once it has opened it (below), so the peer goes first.
     out["peer"] = bench_peer(backend, profile, cfg, uri, tower, histories, out, ours_answers)
-    out["overlap_over_serial"] = over = ours_over_peer(out, out["peer"]["ours_after"], out["serial"],
-                                                        max(profile.concurrency))
-    log(f"serve {backend}: PASSES_IN_FLIGHT default / 1: median x{over['median_ratio']:.2f}, "
-        f"throughput x{over['throughput_ratio']:.2f}")
+    for name, key in (("serial", "overlap_over_serial"), ("unpaced", "paced_over_unpaced")):
+        out[key] = over = ours_over_peer(out, out["peer"]["ours_after"], out[name],
+                                         max(profile.concurrency))
+        log(f"serve {backend}: the default / {name}: median x{over['median_ratio']:.2f}, "
+            f"throughput x{over['throughput_ratio']:.2f}")
     # Raw search of the same users' vectors against the service's own collection, with the
     # per-vector limit the service asks for (top_k + history length when excluding history).
     vectors = tower.interests(histories)
@@ -434,19 +436,24 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
     return out
 
 
-def serial(backend: str, cfg: Path, uri: str, histories: list[list[int]], profile: Profile
-           ) -> dict[str, Any]:
-    """Ours with one pass at a time (PASSES_IN_FLIGHT=1), between ours before and after the
-    peer (the default): what overlapping passes bring, on the same collection and users."""
-    svc = Service(cfg, uri, common.WORK / f"uvicorn_{backend}_serial.log",
-                  env={"PASSES_IN_FLIGHT": "1"})
+# Ours with one setting changed, run between ours before and after the peer (the default): what
+# overlapping passes bring (one pass at a time), and what pacing them brings (unpaced).
+VARIANTS = {"serial": {"PASSES_IN_FLIGHT": "1"}, "unpaced": {"PACE_PASSES": "false"}}
+
+
+def variant(backend: str, name: str, cfg: Path, uri: str, histories: list[list[int]],
+            profile: Profile) -> dict[str, Any]:
+    """The default's figures (one_and_most) for ours under VARIANTS[name], same collection and
+    users."""
+    env = VARIANTS[name]
+    svc = Service(cfg, uri, common.WORK / f"uvicorn_{backend}_{name}.log", env=env)
     try:
         svc.wait_ready()
         out = one_and_most(svc, histories, profile)
     finally:
         svc.stop()
     c = str(max(profile.concurrency))
-    log(f"serve {backend}: PASSES_IN_FLIGHT=1: 1 user median "
+    log(f"serve {backend}: {' '.join(f'{k}={v}' for k, v in env.items())}: 1 user median "
         f"{out['latency']['1']['median_ms']:.1f} ms; {c} clients "
         f"{out['load'][c]['users_per_s']:.0f} users/s")
     return out

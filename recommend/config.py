@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         2, description="Recall passes per lane that may overlap: while one waits for Milvus the "
         "next runs the model (one forward at a time); 1 = one pass after another"
     )
+    PACE_PASSES: bool = Field(
+        True, description="With PASSES_IN_FLIGHT > 1, the next pass starts its model as the "
+        "search in flight is about to end (taking every request that came meanwhile), not as "
+        "soon as the model is free (small passes, each paying for a whole search)"
+    )
 
     @field_validator("MILVUS_HOST", "HOST")
     @classmethod

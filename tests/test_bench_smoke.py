@@ -106,6 +106,8 @@ def test_serve_bench_tiny(bench):
     # One pass at a time beside the default, and the request profile from /metrics.
     assert lite["serial"]["load"]["4"]["errors"] == 0
     assert set(lite["overlap_over_serial"]) >= {"median_ratio", "throughput_ratio"}
+    assert lite["unpaced"]["load"]["4"]["errors"] == 0
+    assert set(lite["paced_over_unpaced"]) >= {"median_ratio", "throughput_ratio"}
     ms = lite["profile"]["ms"]
     assert lite["profile"]["passes"] == lite["profile"]["requests"]  # sequential: a pass each
     assert ms["milvus_search"] > 0 and ms["model_and_merge"] > 0

@@ -106,7 +106,8 @@ class RecallEngine:
     def __init__(self, tower: UserTower, store: ItemStore, max_batch_users: int = 256,
                  max_queue_users: int | None = None, queue_wait: float = 2.0,
                  on_pass: Callable[[Sequence[Ticket], float], None] | None = None,
-                 passes_in_flight: int = 1, diversity: float = 0.0, category_column: str = ""):
+                 passes_in_flight: int = 1, pace_passes: bool = False, diversity: float = 0.0,
+                 category_column: str = ""):
         self.tower = tower
         self.catalogue = Catalogue(getattr(tower, "catalogue", None), tower.item_count)
         # The controllable merge's lambda when a request names none, and its category column
@@ -149,6 +150,7 @@ class RecallEngine:
             max_wait=queue_wait,
             on_pass=on_pass,
             workers=passes_in_flight,
+            pace=pace_passes,
         ) for name, max_hits in (("recall-batcher", None),
                                  ("recall-batcher-heavy", HEAVY_HITS_PER_CALL)))
 
@@ -192,7 +194,7 @@ class RecallEngine:
         return cls(tower, store, max_batch_users=settings.MAX_BATCH_USERS,
                    max_queue_users=settings.MAX_QUEUE_USERS,
                    queue_wait=settings.QUEUE_WAIT_SECONDS, on_pass=on_pass,
-                   passes_in_flight=settings.PASSES_IN_FLIGHT,
+                   passes_in_flight=settings.PASSES_IN_FLIGHT, pace_passes=settings.PACE_PASSES,
                    diversity=runner.merge_lambda, category_column=runner.merge_category)
 
     def insert_data(self) -> InsertResult:
