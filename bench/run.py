@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import RESULTS, WORK, log  # noqa: E402
+from serve_bench import PASSES_LABEL  # noqa: E402
 
 BENCHES = ("train", "distributed", "tower", "eval", "store", "serve", "flood")
 # Parts that use no Milvus backend.
@@ -397,21 +398,15 @@ def markdown(res: dict[str, Any]) -> str:
                   f"(median {two['median_ms']:.1f} ms, p99 {two['p99_ms']:.1f} ms); cores: "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in two["cpu_cores"].items())]
         for b in ("lite", "server"):
-            ov, prof = _get(sv, f"{b}.overlap_over_serial"), _get(sv, f"{b}.profile.ms")
-            if ov:
-                c = str(ov["clients"])
-                one = _get(sv, f"{b}.serial")
-                L += ["", f"{b}, one pass at a time (`PASSES_IN_FLIGHT=1`, between the default's "
-                      f"two runs): 1 user median {one['latency']['1']['median_ms']:.1f} ms, {c} clients "
-                      f"{one['load'][c]['users_per_s']:.0f} users/s; the default over it: median "
+            prof = _get(sv, f"{b}.profile.ms")
+            for name, ov in (_get(sv, f"{b}.default_over") or {}).items():
+                c, other = str(ov["clients"]), _get(sv, f"{b}.{name}")
+                default = PASSES_LABEL[_get(sv, f"{b}.default_passes")]
+                L += ["", f"{b}, passes {PASSES_LABEL[name]}, between the default's two runs "
+                      f"(the default: {default}): 1 user median "
+                      f"{other['latency']['1']['median_ms']:.1f} ms, {c} clients "
+                      f"{other['load'][c]['users_per_s']:.0f} users/s; the default over it: median "
                       f"x{ov['median_ratio']:.2f}, throughput x{ov['throughput_ratio']:.2f}"]
-            pa = _get(sv, f"{b}.paced_over_unpaced")
-            if pa:
-                c, un = str(pa["clients"]), _get(sv, f"{b}.unpaced")
-                L += ["", f"{b}, passes unpaced (`PACE_PASSES=false`, between the default's two "
-                      f"runs): 1 user median {un['latency']['1']['median_ms']:.1f} ms, {c} clients "
-                      f"{un['load'][c]['users_per_s']:.0f} users/s; the default over it: median "
-                      f"x{pa['median_ratio']:.2f}, throughput x{pa['throughput_ratio']:.2f}"]
             if prof:
                 L += ["", f"{b}, a 1-user request (ms, from the service's /metrics): " + ", ".join(
                     f"{k.replace('_', ' ')} {v:.2f}" for k, v in prof.items())]

@@ -1,7 +1,7 @@
 """Serving: /rec/recall over HTTP on loopback against uvicorn (a subprocess), per backend.
 
 For Milvus Lite and the Milvus server: start `uvicorn main:app` exactly as the README does,
-time POST /rec/insert_data of the whole catalogue, then
+time POST /rec/insert_data of the whole catalogue, wait until Milvus is quiet (settle), then
   * latency (median, p95, p99) of sequential requests of 1, 16 and 128 users;
   * throughput and latency of 1-user requests under 1, 4 and 16 concurrent clients, from the
     load generator below (aiohttp on asyncio, one process, bounded by time and request
@@ -20,6 +20,8 @@ time POST /rec/insert_data of the whole catalogue, then
     these vectors is >= 0.98 (its recall and the nprobe sweep are reported).
   * a 1-user request's time by stage, and the passes under the most clients' load (users a
     pass, its search and the rest, how busy Milvus was kept), from the service's /metrics;
+  * the ways passes run other than the backend's default (VARIANTS: one at a time, two in
+    flight paced or unpaced), each started on the same collection between ours and the peer;
   * the peer (issue 22): bench/peer/app.py, the service a user would write from the tutorial
     (one forward and one Milvus search per request, no batching), started with uvicorn after
     ours stops, on the collection ours built: its answers checked against ours for
@@ -107,6 +109,20 @@ class Service:
                 self.proc.kill()
                 self.proc.wait(10)
         self.log_file.close()
+
+
+def settle(pids: list[int], quiet_cores: float = 0.1, window: float = 1.0,
+           limit: float = 60.0) -> float:
+    """Seconds until Milvus, after a bulk load, used under ``quiet_cores`` for one ``window``
+    (a server builds and compacts segments in the background; figures measured meanwhile
+    would be the load's, not serving's), at most ``limit``."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        with common.CpuMeter({"milvus": pids}) as cpu:
+            time.sleep(window)
+        if cpu.cores["milvus"] < quiet_cores:
+            break
+    return time.perf_counter() - t0
 
 
 def _body(histories: list[list[Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -352,8 +368,9 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
         r.raise_for_status()
         out["insert_data_seconds"] = time.perf_counter() - t0
         out["insert_data_reply"] = r.json()
+        out["settle_seconds"] = settle(common.milvus_pids())
         log(f"serve {backend}: up in {out['startup_seconds']:.1f}s; insert_data "
-            f"{out['insert_data_seconds']:.1f}s")
+            f"{out['insert_data_seconds']:.1f}s; Milvus quiet {out['settle_seconds']:.1f}s later")
         ours_answers = answers(svc.url, histories[:AGREE_USERS])  # the peer's must equal them
         out["latency"] = {}
         for users, reps in profile.lat_reps:
@@ -403,18 +420,21 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
             f"{pl['queue_wait_ms']:.1f} ms a request")
     finally:
         svc.stop()
-    for name in VARIANTS:
+    out["default_passes"] = DEFAULT_PASSES[backend]
+    others = [name for name in VARIANTS if name != DEFAULT_PASSES[backend]]
+    for name in others:
         out[name] = variant(backend, name, cfg, uri, histories, profile)
     if backend == "server":
         out["load_2_workers"] = two_workers(cfg, uri, histories, profile)
     # After the service stops: Milvus Lite opens a .db file in one process at a time, and
     # this process keeps it once it has opened it (below), so the peer goes first.
     out["peer"] = bench_peer(backend, profile, cfg, uri, tower, histories, out, ours_answers)
-    for name, key in (("serial", "overlap_over_serial"), ("unpaced", "paced_over_unpaced")):
-        out[key] = over = ours_over_peer(out, out["peer"]["ours_after"], out[name],
-                                         max(profile.concurrency))
-        log(f"serve {backend}: the default / {name}: median x{over['median_ratio']:.2f}, "
-            f"throughput x{over['throughput_ratio']:.2f}")
+    out["default_over"] = {}
+    for name in others:
+        out["default_over"][name] = over = ours_over_peer(
+            out, out["peer"]["ours_after"], out[name], max(profile.concurrency))
+        log(f"serve {backend}: the default ({DEFAULT_PASSES[backend]}) / {name}: median "
+            f"x{over['median_ratio']:.2f}, throughput x{over['throughput_ratio']:.2f}")
     # Raw search of the same users' vectors against the service's own collection, with the
     # per-vector limit the service asks for (top_k + history length when excluding history).
     vectors = tower.interests(histories)
@@ -436,9 +456,15 @@ def bench_backend(backend: str, profile: Profile, cfg: Path, tower, histories: l
     return out
 
 
-# Ours with one setting changed, run between ours before and after the peer (the default): what
-# overlapping passes bring (one pass at a time), and what pacing them brings (unpaced).
-VARIANTS = {"serial": {"PASSES_IN_FLIGHT": "1"}, "unpaced": {"PACE_PASSES": "false"}}
+# How passes run: one after another, two in flight (paced), two unpaced. Each backend runs its
+# default (config.Settings.passes_in_flight) and, between ours before and after the peer, the
+# other two: what the default gains over each.
+VARIANTS = {"serial": {"PASSES_IN_FLIGHT": "1"}, "overlapped": {"PASSES_IN_FLIGHT": "2"},
+            "unpaced": {"PASSES_IN_FLIGHT": "2", "PACE_PASSES": "false"}}
+DEFAULT_PASSES = {"lite": "serial", "server": "overlapped"}
+PASSES_LABEL = {"serial": "one at a time (`PASSES_IN_FLIGHT=1`)",
+                "overlapped": "two in flight, paced (`PASSES_IN_FLIGHT=2`)",
+                "unpaced": "two in flight, unpaced (`PASSES_IN_FLIGHT=2 PACE_PASSES=false`)"}
 
 
 def variant(backend: str, name: str, cfg: Path, uri: str, histories: list[list[int]],

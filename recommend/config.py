@@ -127,9 +127,11 @@ class Settings(BaseSettings):
     QUEUE_WAIT_SECONDS: Annotated[float, Field(gt=0, le=600)] = Field(
         2.0, description="Longest a recall request waits for a pass to take it, then 503"
     )
-    PASSES_IN_FLIGHT: Annotated[int, Field(ge=1, le=8)] = Field(
-        2, description="Recall passes per lane that may overlap: while one waits for Milvus the "
-        "next runs the model (one forward at a time); 1 = one pass after another"
+    PASSES_IN_FLIGHT: Annotated[int, Field(ge=1, le=8)] | None = Field(
+        None, description="Recall passes per lane that may overlap: while one waits for Milvus "
+        "the next runs the model (one forward at a time); 1 = one pass after another. Default: "
+        "1 on Milvus Lite (it searches one request at a time: one pass after another measured "
+        "faster), 2 on a server"
     )
     PACE_PASSES: bool = Field(
         True, description="With PASSES_IN_FLIGHT > 1, the next pass starts its model as the "
@@ -204,6 +206,13 @@ class Settings(BaseSettings):
             host = f"[{self.MILVUS_HOST}]" if ":" in self.MILVUS_HOST else self.MILVUS_HOST
             return f"http://{host}:{self.MILVUS_PORT}"
         return str(SERVICE_DIR / "milvus_lite.db")
+
+    @property
+    def passes_in_flight(self) -> int:
+        """PASSES_IN_FLIGHT, or its default for the backend of milvus_uri."""
+        if self.PASSES_IN_FLIGHT is not None:
+            return self.PASSES_IN_FLIGHT
+        return 1 if self.milvus_uri.endswith(".db") else 2
 
     @property
     def auth_required(self) -> bool:

@@ -50,6 +50,14 @@ def test_uri_overrides_host_and_relative_paths_resolve_under_recommend(tmp_path)
     assert cfg == SERVICE_DIR / "model" / "mind" / "config.yaml"
 
 
+def test_passes_in_flight_defaults_to_one_on_lite_and_two_on_a_server():
+    assert Settings.from_env({}).passes_in_flight == 1
+    assert Settings.from_env({"MILVUS_URI": "http://127.0.0.1:19530"}).passes_in_flight == 2
+    assert Settings.from_env({"MILVUS_HOST": "milvus"}).passes_in_flight == 2
+    assert Settings.from_env({"PASSES_IN_FLIGHT": "3"}).passes_in_flight == 3
+    assert Settings.from_env({"PASSES_IN_FLIGHT": "1", "MILVUS_HOST": "milvus"}).passes_in_flight == 1
+
+
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
@@ -75,6 +83,7 @@ def test_uri_overrides_host_and_relative_paths_resolve_under_recommend(tmp_path)
         ("MAX_BATCH_USERS", "5000", "MAX_BATCH_USERS"),
         ("MAX_HISTORY_LEN", "0", "MAX_HISTORY_LEN"),
         ("MAX_BODY_BYTES", "10", "greater than or equal to 1024"),
+        ("PASSES_IN_FLIGHT", "0", "greater than or equal to 1"),
     ],
 )
 def test_unsafe_or_nonsensical_values_are_refused_with_the_name(name, value, says):

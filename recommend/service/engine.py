@@ -194,7 +194,7 @@ class RecallEngine:
         return cls(tower, store, max_batch_users=settings.MAX_BATCH_USERS,
                    max_queue_users=settings.MAX_QUEUE_USERS,
                    queue_wait=settings.QUEUE_WAIT_SECONDS, on_pass=on_pass,
-                   passes_in_flight=settings.PASSES_IN_FLIGHT, pace_passes=settings.PACE_PASSES,
+                   passes_in_flight=settings.passes_in_flight, pace_passes=settings.PACE_PASSES,
                    diversity=runner.merge_lambda, category_column=runner.merge_category)
 
     def insert_data(self) -> InsertResult:

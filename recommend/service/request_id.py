@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import re
-import uuid
 
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
@@ -20,7 +20,7 @@ class RequestIdMiddleware(HttpMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = dict(scope["headers"]).get(HEADER.encode(), b"").decode("latin-1")
-        rid = given if _SAFE.match(given) else uuid.uuid4().hex
+        rid = given if _SAFE.match(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
@@ -34,4 +34,11 @@ class RequestIdMiddleware(HttpMiddleware):
 
 def request_id_of(request: Request) -> str:
     """The id set by RequestIdMiddleware (a fresh one if the middleware did not run)."""
-    return getattr(request.state, "request_id", None) or uuid.uuid4().hex
+    return getattr(request.state, "request_id", None) or new_request_id()
+
+
+def new_request_id() -> str:
+    """32 random hex digits. Not uuid4: its os.urandom call was ~6% of the event loop's time
+    under load, and an id to find a log line needs no cryptographic randomness (``random``
+    reseeds in a forked worker)."""
+    return f"{random.getrandbits(128):032x}"

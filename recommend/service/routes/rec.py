@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from config import Settings
 from service import bodies
 from service.deps import EngineDep, TokenDep
+from service.engine import RecallEngine
 from service.schemas import (
     CountResponse,
     ErrorResponse,
@@ -84,7 +85,9 @@ def build_router(settings: Settings) -> APIRouter:
         },
         openapi_extra=bodies.openapi_body(RecallRequest),
     )
-    async def recall(request: Request, engine: EngineDep) -> Response:
+    async def recall(request: Request) -> Response:
+        # No Depends: solving one was ~10% of the event loop's time per request under load.
+        engine: RecallEngine = request.app.state.engine
         body: Any = await bodies.parse_async(RecallRequest, await request.body(),
                                              request.headers.get("content-type"),
                                              factory=rebuild, arrays=("hist_item",))
