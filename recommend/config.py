@@ -136,7 +136,8 @@ class Settings(BaseSettings):
     PACE_PASSES: bool = Field(
         True, description="With PASSES_IN_FLIGHT > 1, the next pass starts its model as the "
         "search in flight is about to end (taking every request that came meanwhile), not as "
-        "soon as the model is free (small passes, each paying for a whole search)"
+        "soon as the model is free (small passes, each paying for a whole search); with 1, a "
+        "pass waits (at most 0.6 of a pass) for the users the last pass answered to come back"
     )
 
     @field_validator("MILVUS_HOST", "HOST")

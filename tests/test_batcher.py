@@ -544,7 +544,34 @@ def test_a_paced_pass_takes_what_came_during_the_search_in_flight():
         assert batches == expected, (pace, batches)
 
 
-@pytest.mark.parametrize("workers,pace", [(1, False), (2, False), (2, True)])
+def test_one_pass_at_a_time_paced_waits_for_the_users_the_last_pass_answered():
+    """One worker, paced, passes of 0.4 s: "b", queued while "a" was answered, waits for "a"'s
+    client to come back with "c" (0.05 s after "a"'s answer, well within 0.6 of a pass) and
+    leaves with it; unpaced, "b" goes alone and "c" needs a pass of its own. A lone query after
+    an idle spell starts at once either way."""
+    import time
+
+    for pace, expected in ((True, [["x"], ["a"], ["b", "c"]]),
+                           (False, [["x"], ["a"], ["b"], ["c"]])):
+        batches: list[list[str]] = []
+        batcher = MicroBatcher(lambda qs: (batches.append(list(qs)), time.sleep(0.4), qs)[2],
+                               max_batch=8, workers=1, pace=pace)
+        assert batcher("x") == "x"  # measures a pass
+        time.sleep(0.3)  # idle: "a" is a lone query
+        t0 = time.monotonic()
+        first = batcher.submit("a")
+        time.sleep(0.05)
+        second = batcher.submit("b")  # queued during "a"'s pass
+        assert first.result(10) == "a"
+        assert time.monotonic() - t0 < 0.7  # "a" did not wait
+        time.sleep(0.05)
+        third = batcher.submit("c")  # "a"'s client, back
+        assert [second.result(10), third.result(10)] == ["b", "c"]
+        batcher.close()
+        assert batches == expected, (pace, batches)
+
+
+@pytest.mark.parametrize("workers,pace", [(1, False), (1, True), (2, False), (2, True)])
 def test_fairness_and_overload_rules_hold_with_passes_in_flight(workers, pace):
     """8 clients looping on full-size queries beside 20 one-user clients, each pass releasing
     the turn after its model stage: the one-user ones are >= 95% answered, p95 <= 1 s (was:

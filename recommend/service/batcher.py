@@ -26,6 +26,10 @@ to end its search (the recent passes' times say when): it then takes every query
 meanwhile, and its model runs while that search ends. Unpaced, it starts as soon as the turn is
 free and takes the few queries that came during one forward: with 16 one-user clients, passes of
 ~5 users, each paying for a whole Milvus search (which costs about as much for 16 users).
+One pass at a time, paced, a pass waits (at most GATHER_SHARE of a pass) for as many users to
+queue after the last pass ended as it held: the clients it answered, back with their next
+requests. Unpaced, 16 one-user clients split into two cohorts of 8 that alternate, each cohort
+a pass of its own; paced, one pass holds all 16 (measured: 8.0 users a pass unpaced, 15.8 paced).
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ R = TypeVar("R")
 SHALLOW_DEPTH = 64
 # Weight of the latest pass in the running means of a pass's two stages (pacing).
 STAGE_SMOOTHING = 0.2
+# One pass at a time, paced: the longest a pass waits for the users the last pass answered to
+# come back, as a share of a pass's mean time (each user it gathers saves them a pass of their own).
+GATHER_SHARE = 0.6
 
 
 class BatcherClosed(RuntimeError):
@@ -146,6 +153,9 @@ class MicroBatcher(Generic[Q, R]):
         # Pacing: worker thread -> when its pass handed the turn on, and running means of the
         # two stages (seconds): to the hand-over (batch and model), and after it (search, merge).
         self.pace = pace and workers > 1
+        # One pass at a time, paced: when the last pass ended, its users, a pass's mean seconds.
+        self.gather = pace and workers == 1
+        self._last_end, self._last_users, self._pass_s = 0.0, 0, None
         self._released: dict[int, float] = {}
         self._exclusive_s: float | None = None
         self._rest_s: float | None = None
@@ -235,6 +245,8 @@ class MicroBatcher(Generic[Q, R]):
             self._expire(time.monotonic())
             if self.pace and self._pending and self._wait_for_pace():
                 self._expire(time.monotonic())
+            if self.gather and self._pending and self._wait_to_gather():
+                self._expire(time.monotonic())
             if not self._pending:
                 return None if self._closed else []
             lead = self._lead()
@@ -273,6 +285,24 @@ class MicroBatcher(Generic[Q, R]):
             waited = True
         return waited
 
+    def _wait_to_gather(self) -> bool:
+        """Hold the batch open until as many users queued since the last pass ended as it held
+        (its clients, back with their next requests), the queue fills a pass, GATHER_SHARE of a
+        pass's mean time has passed since the last one ended, or the batcher closes; whether it
+        waited at all (caller holds the lock). A lone request after an idle spell waits not."""
+        if self._pass_s is None:
+            return False
+        deadline = self._last_end + GATHER_SHARE * self._pass_s
+        waited = False
+        while not self._closed:
+            back = sum(t.weight for t in self._pending if t.queued_at >= self._last_end)
+            left = deadline - time.monotonic()
+            if left <= 0 or back >= self._last_users or self.queued_users >= self._max_batch:
+                return waited
+            self._cond.wait(left)
+            waited = True
+        return waited
+
     def _hand_on(self, me: int) -> None:
         """The running pass's exclusive stage is over: note when, and free the turn."""
         with self._cond:
@@ -287,6 +317,8 @@ class MicroBatcher(Generic[Q, R]):
         mix = lambda mean, x: x if mean is None else mean + STAGE_SMOOTHING * (x - mean)  # noqa: E731
         self._exclusive_s = mix(self._exclusive_s, released - started)
         self._rest_s = mix(self._rest_s, end - released)
+        self._pass_s = mix(self._pass_s, end - started)
+        self._last_end = end
         self._cond.notify_all()
 
     def _run(self) -> None:
@@ -314,6 +346,7 @@ class MicroBatcher(Generic[Q, R]):
                 release_turn()  # the answer did not, or failed before it could
                 with self._cond:
                     del self._running[me]
+                    self._last_users = sum(t.weight for t in live)
                     self._measure(me, now)
             if self._on_pass is not None:
                 self._on_pass(live, time.monotonic() - now)
